@@ -1,0 +1,56 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# Every install step is idempotent (a stamp file per step) and pinned.
+SHELL := /bin/bash
+PY ?= python3.11
+DEPS := .deps
+VENV := $(DEPS)/venv
+SHARED_CRDSRV := ../shared/tools/kube-crd-apiserver/crdsrv.xz
+ANVIL_VERSION := 1.7.1
+
+.PHONY: deps test demo bench clean-deps
+deps: $(DEPS)/apt.stamp $(VENV)/.stamp $(DEPS)/litellm/.stamp $(DEPS)/hermes/.stamp $(DEPS)/node/.stamp $(DEPS)/bin/crdsrv
+
+$(DEPS)/apt.stamp:
+	mkdir -p $(DEPS)
+	command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server openssl xz-utils >/dev/null; }
+	touch $@
+
+$(VENV)/.stamp: requirements/dev.txt pyproject.toml
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements/dev.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(DEPS)/litellm/.stamp: requirements/litellm.txt
+	test -x $(DEPS)/litellm/bin/python || $(PY) -m venv $(DEPS)/litellm
+	$(DEPS)/litellm/bin/pip install -q --disable-pip-version-check -r requirements/litellm.txt
+	touch $@
+
+$(DEPS)/hermes/.stamp: requirements/hermes.txt
+	test -x $(DEPS)/hermes/bin/python || $(PY) -m venv $(DEPS)/hermes
+	$(DEPS)/hermes/bin/pip install -q --disable-pip-version-check -r requirements/hermes.txt
+	touch $@
+
+$(DEPS)/node/.stamp:
+	mkdir -p $(DEPS)/node
+	cd $(DEPS)/node && { test -f package.json || npm init -y >/dev/null; } && npm install --silent --no-audit --no-fund @foundry-rs/anvil-linux-amd64@$(ANVIL_VERSION)
+	touch $@
+
+# crdsrv: the prebuilt binary from shared/ when present, else the project's own copy of the recipe.
+$(DEPS)/bin/crdsrv:
+	mkdir -p $(DEPS)/bin
+	if [ -f $(SHARED_CRDSRV) ]; then xz -dc $(SHARED_CRDSRV) > $@.tmp; \
+	else bash devstack/crdsrv/build.sh $(DEPS)/crdsrv-build $@.tmp; fi
+	chmod +x $@.tmp && mv $@.tmp $@
+
+test: deps
+	$(VENV)/bin/python -m pytest -q tests
+
+demo: deps
+	$(VENV)/bin/python -m devstack demo --dir $(DEPS)/demo-stack
+
+bench: deps
+	$(VENV)/bin/python bench/presign.py && $(VENV)/bin/python bench/adopt.py
+
+clean-deps:
+	rm -rf $(DEPS)
