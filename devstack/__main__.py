@@ -17,7 +17,8 @@ from .stack import PartFailed, Stack, log
 PARTS = ["kube", "chain", "signer", "seller", "upstream", "buyer", "litellm", "controller", "hermes"]
 
 
-def up(directory: str) -> Stack:
+def up(directory: str, parts: list[str] | None = None) -> Stack:
+    """Start `parts` (default: all, in order); a healthy stack already there is reused."""
     stack = Stack(directory)
     if stack.load() and healthy(stack):
         log(f"already up; env: {stack.dir / 'env'}")
@@ -29,7 +30,7 @@ def up(directory: str) -> Stack:
     stack.env.update(DEVSTACK_DIR=str(stack.dir))
     started = time.monotonic()
     try:
-        for name in PARTS:
+        for name in parts or PARTS:
             t0 = time.monotonic()
             importlib.import_module(f"devstack.parts.{name}").up(stack)
             stack.info.setdefault("parts", []).append(name)
@@ -64,10 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("up", "down", "status", "demo"):
         p = sub.add_parser(name)
         p.add_argument("--dir", required=True, help="state directory (logs, pids, env)")
+        if name == "up":
+            p.add_argument("--parts", help="comma-separated subset, in order (for developing one part)")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            up(args.dir)
+            up(args.dir, args.parts.split(",") if args.parts else None)
         elif args.command == "down":
             down(args.dir)
         elif args.command == "status":
