@@ -1,0 +1,39 @@
+"""Client of the x402-buyer's `/status`: the live pool of every purchase (remaining, spent)."""
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from .errors import BuyerError, TransportError
+from .http import send
+
+
+class BuyerClient:
+    def __init__(self, session: requests.Session, base_url: str) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+
+    def status(self, *, timeout: float = 5.0) -> dict[str, dict[str, Any]]:
+        """`{purchase: {remaining, spent, public_model, remote_model, url, network}}`."""
+        url = f"{self.base_url}/status"
+        resp = send(self.session, "GET", url, peer="x402-buyer", timeout=timeout)
+        if resp.status_code != 200:
+            raise BuyerError(f"x402-buyer /status answered HTTP {resp.status_code}",
+                             hint=f"check the x402-buyer at {self.base_url}")
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise BuyerError("x402-buyer /status did not answer JSON",
+                             hint=f"check the x402-buyer at {self.base_url}") from exc
+        if not isinstance(data, dict):
+            raise BuyerError("x402-buyer /status is not a JSON object",
+                             hint=f"check the x402-buyer at {self.base_url}")
+        return data
+
+    def try_status(self) -> dict[str, dict[str, Any]] | None:
+        """The status, or None when the buyer cannot be asked (for display-only callers)."""
+        try:
+            return self.status()
+        except (BuyerError, TransportError):
+            return None

@@ -1,0 +1,292 @@
+"""Command line: argparse, dispatch, the single error → exit-code funnel, rendering.
+
+The only module that prints and the only one that knows exit codes. Commands return `Result`s or
+raise `BuyError`s; `main` turns either into text on stderr/stdout (or exactly one JSON object on
+stdout with `--json`) and an exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import traceback
+from typing import IO, Any, Sequence
+
+from . import __version__
+from .errors import BuyError, ExitCode, UsageError
+from .result import Context, Result
+
+BOOL_TRUE = {"1", "true", "yes", "on"}
+BOOL_FALSE = {"0", "false", "no", "off"}
+
+EPILOG = """exit codes:
+  0    done (with --set-default: the agent now uses the model, verified)
+  1    failed: nothing was bought, or an error left the purchase as it was
+  2    usage error
+  3    purchase written but not Ready within --timeout; the agent default was not touched
+  4    purchase Ready (or default set/restore asked) but the default was NOT changed
+  130  interrupted"""
+
+
+def boolish(text: str) -> bool:
+    value = text.strip().lower()
+    if value in BOOL_TRUE:
+        return True
+    if value in BOOL_FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises `UsageError` instead of exiting, so the funnel renders it."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
+
+
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="buy.py", description="Buy paid LLM inference over x402 and adopt it as this "
+                    "agent's model, safely.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"buy-x402 {__version__}")
+    parser.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    def add(name: str, handler: str, help_text: str, **kw: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, **kw)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("buy", "buy:run", "buy pre-signed x402 vouchers for a seller's model and publish it as paid/<model>",
+            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", help="purchase name (the PurchaseRequest; re-using it tops the pool up)")
+    p.add_argument("--endpoint", required=True, help="seller offer URL, e.g. https://seller/services/qwen")
+    p.add_argument("--model", required=True, help="the seller's model id; published as paid/<id>")
+    p.add_argument("--budget", help="most to spend: atomic units (1500000), token units (1.5), '1.5 USDC' or '$1.50'")
+    p.add_argument("--count", type=positive_int, help="number of vouchers (requests) to pre-sign")
+    p.add_argument("--token", help="pay with this token symbol (filters the seller's options)")
+    p.add_argument("--network", help="pay on this chain (name, alias or eip155:<id>)")
+    p.add_argument("--payment-option", type=positive_int, metavar="N", help="pick the seller's Nth payment option")
+    p.add_argument("--auto-refill", nargs="?", const=True, type=boolish, metavar="BOOL",
+                   help="let `process` top the pool up when it runs low")
+    p.add_argument("--refill-threshold", type=non_negative_int, metavar="N")
+    p.add_argument("--refill-count", type=positive_int, metavar="N")
+    p.add_argument("--cost-cap", metavar="AMOUNT", help="highest price per request auto-refill may pay")
+    p.add_argument("--auth-ttl", metavar="SECONDS|never", help="voucher lifetime (default 30 days, at least 600 s)")
+    p.add_argument("--timeout", type=seconds, default=180.0, help="seconds to wait for Ready (default 180)")
+    p.add_argument("--force", action="store_true", help="sign even if the balance does not cover the vouchers")
+    p.add_argument("--set-default", nargs="?", const=True, default=False, type=boolish, metavar="BOOL",
+                   help="once Ready, adopt paid/<model> as this agent's primary model (verified)")
+    p.add_argument("--no-canary", action="store_true", help="skip the one paid test request before adopting")
+    _json_flag(p)
+
+    p = add("default", "default:run", "show, set or restore the agent's default model")
+    dsub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
+    d = dsub.add_parser("show", help="the model Hermes uses now and where it came from")
+    _json_flag(d)
+    d = dsub.add_parser("set", help="adopt a model already selectable in LiteLLM, with the same guards")
+    d.add_argument("model")
+    d.add_argument("--no-canary", action="store_true", help="skip the paid test request")
+    _json_flag(d)
+    d = dsub.add_parser("restore", help="put back the default the last adoption replaced")
+    _json_flag(d)
+    _json_flag(p)
+
+    p = add("probe", "probe:run", "show every payment option of an x402 seller")
+    p.add_argument("url")
+    p.add_argument("--model", help="model id to ask for (inference)")
+    p.add_argument("--type", choices=["inference", "http", "agent"], default="inference")
+    p.add_argument("--method", help="HTTP method for --type http (default GET)")
+    _json_flag(p)
+
+    p = add("list", "listing:run_list", "one row per purchase, with live pool numbers")
+    _json_flag(p)
+    p = add("status", "listing:run_status", "one purchase in detail")
+    p.add_argument("name")
+    _json_flag(p)
+
+    p = add("process", "process:run", "auto-refill reconcile and default guardian (the cron entry)")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--all", action="store_true", help="every purchase")
+    _json_flag(p)
+    p = add("maintain", "process:run_maintain", "alias of `process --all`")
+    _json_flag(p)
+
+    p = add("schedule", "schedule:run", "ensure (or --remove) the Hermes cron job that runs `process --all`")
+    p.add_argument("--remove", action="store_true")
+    _json_flag(p)
+
+    p = add("balance", "balance:run", "the wallet's balance of each known token")
+    p.add_argument("--chain")
+    _json_flag(p)
+
+    for name, help_text in (("pay", "one paid request to an x402 URL"),
+                            ("pay-agent", "one paid chat with an x402 agent, streamed")):
+        p = add(name, "pay:run_pay" if name == "pay" else "pay:run_pay_agent", help_text)
+        p.add_argument("url")
+        p.add_argument("--type", choices=["inference", "http"], default="inference" if name == "pay-agent" else "http")
+        p.add_argument("--method", help="HTTP method (default GET for http, POST for inference)")
+        p.add_argument("--data", help="request body (JSON for inference)")
+        p.add_argument("--message", help="chat message (inference)")
+        p.add_argument("--model", help="model id (inference)")
+        p.add_argument("--token")
+        p.add_argument("--network")
+        p.add_argument("--payment-option", type=positive_int, metavar="N")
+        p.add_argument("--auth-ttl", metavar="SECONDS|never")
+        p.add_argument("--timeout", type=seconds)
+        _json_flag(p)
+
+    p = add("env", "env:run", "the resolved settings (secrets masked)")
+    _json_flag(p)
+    return parser
+
+
+class Output:
+    """The process's streams; all text leaves through here."""
+
+    def __init__(self, stdout: IO[str], stderr: IO[str]) -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+        self.tty = bool(getattr(stderr, "isatty", lambda: False)())
+        self._progress_last: dict[str, int] = {}
+        self.warnings: list[str] = []
+
+    def warn(self, text: str) -> None:
+        """Shown at once on stderr, and kept for the JSON object."""
+        self.warnings.append(text)
+        self.err(f"warning: {text}")
+
+    def err(self, text: str) -> None:
+        print(text, file=self.stderr, flush=True)
+
+    def progress(self, label: str, done: int, total: int) -> None:
+        if self.tty:
+            width = 30
+            filled = width * done // max(total, 1)
+            end = "\n" if done >= total else ""
+            self.stderr.write(f"\r  {label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}{end}")
+            self.stderr.flush()
+        elif done == total or done % 50 == 0:
+            if self._progress_last.get(label) != done:
+                self._progress_last[label] = done
+                self.err(f"  {label} {done}/{total}")
+
+
+def _envelope(result: Result, warnings: list[str]) -> dict[str, Any]:
+    env: dict[str, Any] = {"command": result.command, "exit_code": int(result.exit_code)}
+    env.update(result.data)
+    env["warnings"] = warnings + [w for w in result.warnings if w not in warnings]
+    if result.error is not None:
+        env["error"] = _error_dict(result.error)
+    return env
+
+
+def _error_dict(err: BuyError) -> dict[str, Any]:
+    out: dict[str, Any] = {"code": err.code, "message": err.message}
+    if err.hint:
+        out["hint"] = err.hint
+    if err.data:
+        out["data"] = err.data
+    return out
+
+
+def _error_text(err: BuyError) -> str:
+    text = f"error: {err.message}"
+    if err.hint:
+        text += f"\n  fix: {err.hint}"
+    return text
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None,
+         stderr: IO[str] | None = None, environ: dict[str, str] | None = None) -> int:
+    out = Output(stdout or sys.stdout, stderr or sys.stderr)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    json_mode = "--json" in args_list
+    command = next((a for a in args_list if not a.startswith("-")), "")
+    show_traceback = "--traceback" in args_list
+    try:
+        parser = build_parser()
+        if not args_list or args_list in (["-h"], ["--help"]):
+            parser.print_help(out.stdout)
+            return ExitCode.OK
+        try:
+            args = parser.parse_args(args_list)
+        except SystemExit as exc:  # --help / --version inside a subcommand print and exit 0
+            return int(exc.code or 0)
+        if not getattr(args, "handler", None):
+            raise UsageError("no command given", hint="see `buy.py --help`")
+        from . import settings as settings_mod
+        ctx = Context(settings=settings_mod.load(environ),
+                      notify=out.err, warn=out.warn, progress=out.progress)
+        module_name, func_name = args.handler.split(":")
+        handler = getattr(importlib.import_module(f"buy_x402.commands.{module_name}"), func_name)
+        result: Result = handler(ctx, args)
+    except KeyboardInterrupt:
+        out.err("interrupted")
+        result = Result(command=command, exit_code=ExitCode.INTERRUPTED,
+                        error=BuyError("interrupted", code="interrupted"))
+        if json_mode:
+            print(json.dumps(_envelope(result, out.warnings)), file=out.stdout)
+        return ExitCode.INTERRUPTED
+    except BuyError as err:
+        if show_traceback:
+            traceback.print_exc(file=out.stderr)
+        result = Result(command=command, exit_code=err.exit_code, error=err)
+    except Exception as exc:  # a bug: report it loudly and fail; never turn it into success
+        out.err(f"internal error: {exc.__class__.__name__}: {exc}")
+        traceback.print_exc(file=out.stderr)
+        result = Result(command=command, exit_code=ExitCode.FAILED,
+                        error=BuyError(f"internal error: {exc.__class__.__name__}", code="internal"))
+    return render(result, out, json_mode)
+
+
+def render(result: Result, out: Output, json_mode: bool) -> int:
+    from .render import render_text
+    if json_mode:
+        print(json.dumps(_envelope(result, out.warnings), default=str), file=out.stdout)
+        if result.error is not None:
+            out.err(_error_text(result.error))
+        return int(result.exit_code)
+    for warning in result.warnings:
+        if warning not in out.warnings:
+            out.err(f"warning: {warning}")
+    text = render_text(result) if result.data else ""
+    if text:
+        print(text, file=out.stdout)
+    if result.error is not None:
+        out.err(_error_text(result.error))
+    return int(result.exit_code)

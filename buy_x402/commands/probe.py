@@ -1,0 +1,6 @@
+"""Not yet implemented: says so and fails, never pretends."""
+from ..errors import NotImplementedYet
+
+
+def run(ctx, args):
+    raise NotImplementedYet("this command is not implemented yet", hint="see the README for the commands available now")
