@@ -1,0 +1,405 @@
+"""PurchaseRequest logic without I/O: building the object, top-up pool math, readiness, auto-refill.
+
+The commands fetch the CR and the x402-buyer `/status` entry and pass them in as dicts; everything
+here returns dicts or small dataclasses, so every rule the cluster depends on is unit-testable.
+Field names follow obol-buy-x402.md §8 (CRD), §11 (`/status`), §13 (auto-refill) and §16 (`list --json`).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .errors import PurchaseError, SellerError, UsageError
+from .x402 import normalize_endpoint
+
+GROUP = "obol.org"
+VERSION = "v1alpha1"
+PLURAL = "purchaserequests"
+KIND = "PurchaseRequest"
+API_VERSION = f"{GROUP}/{VERSION}"
+FINALIZER = "obol.org/purchase-finalizer"
+MAX_POOL = 2500             # CRD spec.count maximum
+MAX_REFILL_COUNT = 1000     # buy.py MAX_AUTH_COUNT: the largest batch one refill signs
+DEFAULT_REFILL_COUNT = 100
+REFILL_THRESHOLD_DIVISOR = 5
+NEVER_DEADLINE = 4294967295  # "never" expiry: not a real deadline, so not reported as the earliest
+CHAT_PATH = "/v1/chat/completions"
+
+# Controller conditions (§9) that will not heal by waiting: the wait reports them early.
+TERMINAL_REASONS = {
+    "Probed": {"PricingMismatch", "NotPaymentGated", "InvalidPricing"},
+    "AuthsLoaded": {"NoAuths"},
+    "AuthsSigned": {"NoAuths"},  # older controller name of AuthsLoaded
+    "Configured": {"DuplicateModel"},
+}
+# spec.payment keys a top-up keeps from the existing object when the new value is empty (§8.2).
+_STICKY_PAYMENT_KEYS = ("assetTransferMethod", "eip712Name", "eip712Version")
+
+
+def alias_for(model_id: str) -> str:
+    """The LiteLLM model name the controller publishes for a purchase of `model_id`."""
+    return f"paid/{model_id}"
+
+
+def chat_endpoint(url: str) -> str:
+    """The `spec.endpoint` value: the normalized base plus the chat path the controller probes."""
+    return normalize_endpoint(url) + CHAT_PATH
+
+
+def _eip712_domain(extra: dict[str, Any]) -> tuple[str, str]:
+    domain = extra.get("eip712Domain")
+    if isinstance(domain, dict) and (domain.get("name") or domain.get("version")):
+        return str(domain.get("name") or ""), str(domain.get("version") or "")
+    return str(extra.get("name") or ""), str(extra.get("version") or "")
+
+
+def build_payment_spec(option: Any, *, chain_name: str, symbol: str | None,
+                       decimals: int | None) -> dict[str, Any]:
+    """`spec.payment` for a chosen x402 payment option; `network` is the eRPC chain name, not CAIP-2."""
+    if not option.pay_to:
+        raise SellerError("the seller's 402 payment option has no payTo address",
+                          hint="the seller's x402 offer is broken; pick another --payment-option or seller")
+    asset = option.asset or getattr(option.chain, "usdc", None) or ""
+    if not asset:
+        raise SellerError(f"the seller's payment option names no asset and {chain_name} has no default USDC",
+                          hint="pick another --payment-option or --network")
+    name, version = _eip712_domain(option.extra if isinstance(option.extra, dict) else {})
+    payment: dict[str, Any] = {
+        "network": chain_name,
+        "payTo": option.pay_to,
+        "price": str(int(option.amount)),
+        "asset": asset,
+        "assetTransferMethod": option.transfer_method or "eip3009",
+        "eip712Name": name,
+        "eip712Version": version,
+    }
+    if symbol:
+        payment["assetSymbol"] = symbol
+    if decimals is not None:
+        payment["assetDecimals"] = int(decimals)
+    return payment
+
+
+def build_purchase(name: str, namespace: str, *, endpoint: str, model: str, payment: dict[str, Any],
+                   auths: list[dict[str, Any]], auto_refill: dict[str, Any] | None) -> dict[str, Any]:
+    """The PurchaseRequest to create; `count` always equals the pool size the controller loads."""
+    if not auths:
+        raise PurchaseError(f"no payment authorizations to put in PurchaseRequest {name}",
+                            hint="sign at least one authorization (--count 1 or a larger --budget)")
+    if len(auths) > MAX_POOL:
+        raise PurchaseError(f"{len(auths)} authorizations exceed the PurchaseRequest maximum of {MAX_POOL}",
+                            hint="use a smaller --count or --budget")
+    spec: dict[str, Any] = {
+        "endpoint": chat_endpoint(endpoint),
+        "model": model,
+        "count": len(auths),
+        "payment": dict(payment),
+        "preSignedAuths": list(auths),
+    }
+    if auto_refill is not None:
+        spec["autoRefill"] = dict(auto_refill)
+    return {"apiVersion": API_VERSION, "kind": KIND,
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def active_tail(pool: list[dict[str, Any]], remaining: int) -> list[dict[str, Any]]:
+    """The auths the buyer has not spent yet: it consumes FIFO from the front, so the last `remaining`."""
+    remaining = int(remaining)
+    if remaining < 0 or remaining > len(pool):
+        raise PurchaseError(
+            f"x402-buyer reports {remaining} unspent auths but the PurchaseRequest holds {len(pool)}",
+            hint="the buyer and the PurchaseRequest disagree; wait for it to converge (`buy.py status NAME`)")
+    return list(pool[len(pool) - remaining:]) if remaining else []
+
+
+def merge_payment(existing: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """New payment fields win, except empty transfer method / EIP-712 name+version keep the old ones."""
+    merged = dict(new)
+    for key in _STICKY_PAYMENT_KEYS:
+        if not merged.get(key) and (existing or {}).get(key):
+            merged[key] = existing[key]  # type: ignore[index]
+    return merged
+
+
+def topup_object(existing: dict[str, Any], *, new_auths: list[dict[str, Any]], live_remaining: int,
+                 payment: dict[str, Any], auto_refill: dict[str, Any] | None) -> dict[str, Any]:
+    """The object to PUT for a top-up: unspent tail + new auths; metadata (resourceVersion) kept."""
+    obj = copy.deepcopy(existing)
+    obj.pop("status", None)
+    obj.setdefault("apiVersion", API_VERSION)
+    obj.setdefault("kind", KIND)
+    spec = obj.setdefault("spec", {})
+    name = (obj.get("metadata") or {}).get("name", "?")
+    active = active_tail(spec.get("preSignedAuths") or [], live_remaining)
+    pool = active + list(new_auths)
+    if len(pool) > MAX_POOL:
+        raise PurchaseError(
+            f"PurchaseRequest {name} has {len(active)} active auths; adding {len(new_auths)} would make "
+            f"{len(pool)}, above the maximum of {MAX_POOL}",
+            hint=f"top up with at most {max(0, MAX_POOL - len(active))} (--count), or wait until more are spent")
+    spec["preSignedAuths"] = pool
+    spec["count"] = len(pool)
+    spec["payment"] = merge_payment(spec.get("payment"), payment)
+    if auto_refill is not None:
+        spec["autoRefill"] = dict(auto_refill)
+    return obj
+
+
+def _conditions(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    conds = ((obj.get("status") or {}).get("conditions")) or []
+    return [c for c in conds if isinstance(c, dict)]
+
+
+def _condition(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
+    return next((c for c in _conditions(obj) if c.get("type") == ctype), None)
+
+
+def _generation_gap(obj: dict[str, Any]) -> str | None:
+    """A message when the controller has not yet seen the current spec generation."""
+    generation = (obj.get("metadata") or {}).get("generation")
+    observed = (obj.get("status") or {}).get("observedGeneration")
+    if generation and observed and generation != observed:
+        return f"waiting for observedGeneration {generation} (have {observed})"
+    return None
+
+
+def check_topup_allowed(existing: dict[str, Any], live_entry: dict[str, Any] | None, *,
+                        model: str | None = None) -> None:
+    """Refuse a top-up that would race the controller or the buyer (§6 step 7); raise PurchaseError."""
+    name = (existing.get("metadata") or {}).get("name", "?")
+    status_cmd = f"`buy.py status {name}`"
+    if (existing.get("metadata") or {}).get("deletionTimestamp"):
+        raise PurchaseError(
+            f"existing purchase {name} is draining for deletion; wait until it is gone "
+            f"(check with {status_cmd}), then buy again", hint=f"buy.py status {name}",
+            data={"name": name, "state": "draining"})
+    current_model = (existing.get("spec") or {}).get("model")
+    if model is not None and current_model and current_model != model:
+        raise PurchaseError(
+            f"existing purchase {name} buys model {current_model}, not {model}; "
+            f"choose another purchase name for {model}", hint=f"buy.py status {name}",
+            data={"name": name, "model": current_model})
+    pending = _generation_gap(existing)
+    if pending is None:
+        ready = _condition(existing, "Ready")
+        if ready is not None and ready.get("status") != "True":
+            pending = ready.get("message") or ready.get("reason") or "Ready is not True"
+    if pending is not None:
+        raise PurchaseError(
+            f"existing purchase {name} is still converging: {pending}; wait and check with "
+            f"{status_cmd} before topping it up", hint=f"buy.py status {name}",
+            data={"name": name, "state": "converging"})
+    if live_entry is None:
+        raise PurchaseError(
+            f"existing purchase {name} is not live in x402-buyer status yet; wait and check with "
+            f"{status_cmd} before topping it up", hint=f"buy.py status {name}",
+            data={"name": name, "state": "not_live"})
+
+
+def model_owner_conflict(items: Iterable[dict[str, Any]], name: str, model: str) -> str | None:
+    """The other PurchaseRequest (any state, draining included) that already buys `model`, if any."""
+    for item in items:
+        other = (item.get("metadata") or {}).get("name")
+        if other and other != name and (item.get("spec") or {}).get("model") == model:
+            return other
+    return None
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    remaining: int | None
+    public_model: str | None
+    message: str
+    conditions: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+
+def condition_summary(obj: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(type, status, reason, message) per condition: compare successive lists to show changes once."""
+    return [(str(c.get("type") or ""), str(c.get("status") or ""), str(c.get("reason") or ""),
+             str(c.get("message") or "")) for c in _conditions(obj)]
+
+
+def readiness(obj: dict[str, Any]) -> Readiness:
+    """§8.3: current generation observed, status pool == spec pool, and Ready=True."""
+    status = obj.get("status") or {}
+    remaining = status.get("remaining")
+    public_model = status.get("publicModel")
+    conditions = condition_summary(obj)
+
+    def not_ready(message: str) -> Readiness:
+        return Readiness(False, remaining, public_model, message, conditions)
+
+    if not status:
+        return not_ready("")
+    generation = (obj.get("metadata") or {}).get("generation")
+    observed = status.get("observedGeneration")
+    if observed != generation:
+        return not_ready(f"waiting for observedGeneration {generation} (have {observed})")
+    pool = len((obj.get("spec") or {}).get("preSignedAuths") or [])
+    if remaining != pool:
+        return not_ready(f"waiting for runtime auth pool to reach {pool} active auths")
+    ready = _condition(obj, "Ready")
+    if ready is None:
+        return not_ready("")
+    message = str(ready.get("message") or "")
+    if ready.get("status") == "True":
+        return Readiness(True, remaining, public_model, message, conditions)
+    return not_ready(message)
+
+
+def is_serving(obj: dict[str, Any]) -> bool:
+    """Ready=True for the current generation, without §8.3's pool-size equality.
+
+    Once vouchers are spent `status.remaining` drifts below `len(spec.preSignedAuths)`, so `readiness`
+    is for the wait right after a write; this is for later checks of a purchase in use.
+    """
+    ready = _condition(obj, "Ready")
+    return (_generation_gap(obj) is None and ready is not None and ready.get("status") == "True"
+            and not (obj.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def failed_reason(obj: dict[str, Any]) -> str | None:
+    """"Reason: message" for a failure of the current generation that waiting will not fix."""
+    if _generation_gap(obj) is not None:
+        return None  # conditions of an older spec; the controller resets them on the new generation
+    for cond in _conditions(obj):
+        reasons = TERMINAL_REASONS.get(str(cond.get("type")))
+        if reasons and cond.get("status") == "False" and cond.get("reason") in reasons:
+            message = str(cond.get("message") or "").strip()
+            return f"{cond['reason']}: {message}" if message else str(cond["reason"])
+    return None
+
+
+def _threshold_default(count: int) -> int:
+    return 0 if count <= 1 else max(1, count // REFILL_THRESHOLD_DIVISOR)
+
+
+def resolve_auto_refill(*, auto_refill: bool | None, threshold: int | None, count: int | None,
+                        cost_cap: int | None, desired_count: int,
+                        existing: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`spec.autoRefill` from the flags and the existing policy (§13.1); None means "no policy".
+
+    Deliberate fix: an explicit (or existing) threshold of 0 is honoured, where upstream's `or`
+    chain silently replaced it with the default.
+    """
+    existing = existing or None
+    if threshold is not None and threshold < 0:
+        raise UsageError(f"--refill-threshold must be 0 or more (got {threshold})")
+    if count is not None and not 1 <= count <= MAX_REFILL_COUNT:
+        raise UsageError(f"--refill-count must be between 1 and {MAX_REFILL_COUNT} (got {count})")
+    if cost_cap is not None and cost_cap <= 0:
+        raise UsageError(f"--cost-cap must be greater than 0 (got {cost_cap})")
+    existing_enabled = bool(existing and existing.get("enabled"))
+    if cost_cap is not None and (auto_refill is False or (
+            auto_refill is None and threshold is None and count is None and not existing_enabled)):
+        raise UsageError("--cost-cap requires --auto-refill because it only applies to future auto-refill",
+                         hint="add --auto-refill, or drop --cost-cap")
+    if auto_refill is None and threshold is None and count is None and cost_cap is None:
+        return dict(existing) if existing else None
+    enabled = auto_refill if auto_refill is not None else (
+        existing_enabled or threshold is not None or count is not None)
+    if not enabled:
+        return {"enabled": False}
+    prev = existing or {}
+    final_count = count or prev.get("count") or desired_count or DEFAULT_REFILL_COUNT
+    if not 1 <= int(final_count) <= MAX_REFILL_COUNT:
+        raise UsageError(
+            f"auto-refill count must be between 1 and {MAX_REFILL_COUNT} (would be {final_count}, "
+            f"the pool size)", hint=f"pass --refill-count N with N from 1 to {MAX_REFILL_COUNT}")
+    if threshold is not None:
+        final_threshold = threshold
+    elif prev.get("threshold") is not None:
+        final_threshold = int(prev["threshold"])
+    else:
+        final_threshold = _threshold_default(desired_count or int(final_count))
+    policy: dict[str, Any] = {"enabled": True, "threshold": int(final_threshold), "count": int(final_count)}
+    cap = str(cost_cap) if cost_cap is not None else prev.get("maxUnitPrice")
+    if cap:
+        policy["maxUnitPrice"] = str(cap)
+    return policy
+
+
+@dataclass(frozen=True)
+class RefillPlan:
+    refill: bool
+    count: int
+    reason: str
+
+
+def plan_refill(live_remaining: int, policy: dict[str, Any] | None) -> RefillPlan:
+    """Whether `process` should sign more now (§13.2 step 1), with the reason it prints."""
+    if not policy or not policy.get("enabled"):
+        return RefillPlan(False, 0, "auto-refill disabled")
+    count = int(policy.get("count") or 0)
+    if count <= 0:
+        return RefillPlan(False, 0, "auto-refill count is not configured")
+    threshold = int(policy.get("threshold") or 0)
+    if live_remaining > threshold:
+        return RefillPlan(False, 0, f"remaining {live_remaining} above threshold {threshold}")
+    return RefillPlan(True, count, f"remaining {live_remaining} at or below threshold {threshold}")
+
+
+def auth_deadline(auth: dict[str, Any]) -> int | None:
+    """When an auth stops being payable: EIP-3009 validBefore, Permit2 deadline, or legacy flat field."""
+    payload = ((auth.get("payment") or {}).get("payload")) or {}
+    for value in ((payload.get("authorization") or {}).get("validBefore"),
+                  (payload.get("permit2Authorization") or {}).get("deadline"),
+                  auth.get("validBefore")):
+        if value not in (None, ""):
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def pool_expiry(pool: Iterable[dict[str, Any]], now: float) -> tuple[int, int | None]:
+    """(auths already expired, earliest real deadline) over the active pool; "never" is not a deadline."""
+    expired, earliest = 0, None
+    for auth in pool:
+        deadline = auth_deadline(auth)
+        if deadline is None or deadline >= NEVER_DEADLINE:
+            continue
+        if deadline <= now:
+            expired += 1
+        if earliest is None or deadline < earliest:
+            earliest = deadline
+    return expired, earliest
+
+
+LIST_FIELDS = ("name", "alias", "model", "remaining", "spent", "totalSigned", "expired", "price", "chain",
+               "endpoint", "autoRefill", "assetSymbol", "assetDecimals")
+
+
+def list_row(obj: dict[str, Any], live_entry: dict[str, Any] | None, *,
+             now: float | None = None) -> dict[str, Any]:
+    """One `list --json` row (§16; the host's `obol model status` parses these exact keys)."""
+    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    live = live_entry or {}
+    payment = spec.get("payment") or {}
+    pool = spec.get("preSignedAuths") or []
+    model = spec.get("model") or ""
+    remaining = live.get("remaining") if live.get("remaining") is not None else status.get("remaining")
+    remaining = int(remaining or 0)
+    spent = live.get("spent") if live.get("spent") is not None else status.get("spent")
+    total_signed = status.get("totalSigned")
+    active = pool[len(pool) - min(remaining, len(pool)):] if remaining else []
+    expired, _ = pool_expiry(active, time.time() if now is None else now)
+    return {
+        "name": meta.get("name"),
+        "alias": live.get("public_model") or status.get("publicModel") or alias_for(model),
+        "model": model,
+        "remaining": remaining,
+        "spent": int(spent or 0),
+        "totalSigned": int(total_signed if total_signed is not None else len(pool)),
+        "expired": expired,
+        "price": payment.get("price"),
+        "chain": payment.get("network"),
+        "endpoint": spec.get("endpoint"),
+        "autoRefill": bool((spec.get("autoRefill") or {}).get("enabled")),
+        "assetSymbol": payment.get("assetSymbol"),
+        "assetDecimals": payment.get("assetDecimals"),
+    }
