@@ -1,0 +1,241 @@
+"""`buy.py buy NAME --endpoint URL --model ID ...`: probe, pre-sign, PurchaseRequest, Ready, adopt.
+
+Nothing is signed before every check that can fail without spending has passed (arguments, seller
+price, payment option, amounts, wallet, ownership of the model, top-up guards, auto-refill policy).
+"""
+from __future__ import annotations
+
+import re
+import time
+from argparse import Namespace
+from typing import Any
+
+from .. import purchases, x402
+from ..amounts import auth_count, auth_expiry, format_amount, parse_money
+from ..errors import (BuyError, DefaultNotChanged, ExitCode, KubeApiError, NotReadyError, PurchaseError,
+                      UsageError, WalletError)
+from ..result import Context, Result
+from .common import Peers
+
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+CONFLICT_RETRIES = 5
+SIGNING_WORKERS = 8
+
+
+def validate_args(args: Namespace) -> None:
+    if len(args.name) > 253 or not NAME_RE.match(args.name):
+        raise UsageError(f"purchase name {args.name!r} is not a valid Kubernetes name",
+                         hint="use lower-case letters, digits and '-', e.g. qwen-paid")
+    if not re.match(r"^https?://[^/\s]+", args.endpoint or ""):
+        raise UsageError(f"--endpoint {args.endpoint!r} is not an http(s) URL",
+                         hint="pass the seller offer URL, e.g. https://seller.example/services/qwen")
+    if not args.model.strip() or args.model.startswith("paid/"):
+        raise UsageError(f"--model {args.model!r} must be the seller's model id (without paid/)",
+                         hint="e.g. --model qwen3.6-35b; it is published as paid/qwen3.6-35b")
+    if args.no_canary and not args.set_default:
+        raise UsageError("--no-canary only applies with --set-default", hint="add --set-default or drop --no-canary")
+
+
+def run(ctx: Context, args: Namespace) -> Result:
+    validate_args(args)
+    peers = Peers(ctx, pool_size=SIGNING_WORKERS + 2)
+    alias = purchases.alias_for(args.model)
+    endpoint = x402.normalize_endpoint(args.endpoint)
+
+    # 1. Price.
+    ctx.notify(f"Probing {endpoint} ...")
+    offer = x402.probe(peers.session, endpoint, args.model)
+    wallet = peers.signer.address()
+    choice = x402.choose_option(
+        offer.accepts, index=args.payment_option, token=args.token, network=args.network,
+        balance_of=lambda o: peers.chain.balance_of(o.chain.name, o.asset, wallet))
+    option = choice.option
+    if len(offer.accepts) > 1:
+        ctx.notify(f"This seller accepts {len(offer.accepts)} payment options; using [{option.index}] "
+                   f"({choice.reason}).\n{choice.listing}")
+    price = option.amount
+    price_text = format_amount(price, option.decimals, option.symbol)
+
+    # 2. Amounts.
+    budget = cost_cap = None
+    if args.budget is not None:
+        budget = parse_money(args.budget, decimals=option.decimals, symbol=option.symbol)
+        ctx.notify(f"Budget: {format_amount(budget, option.decimals, option.symbol)}")
+    if args.cost_cap is not None:
+        cost_cap = parse_money(args.cost_cap, decimals=option.decimals, symbol=option.symbol)
+        ctx.notify(f"Cost cap: {format_amount(cost_cap, option.decimals, option.symbol)} per request")
+    count = auth_count(price, budget=budget, count=args.count, transfer_method=option.transfer_method)
+    valid_before = auth_expiry(args.auth_ttl or ctx.settings.auth_ttl, int(time.time()))
+
+    # 3. Wallet.
+    chain_name = option.chain.name
+    if not peers.chain.has_code(chain_name, option.asset):
+        raise WalletError(f"no token contract at {option.asset} on {chain_name}",
+                          hint="check the seller's asset and the eRPC network")
+    balance = peers.chain.balance_of(chain_name, option.asset, wallet)
+    total = count * price
+    if balance < total:
+        message = (f"wallet {wallet} holds {format_amount(balance, option.decimals, option.symbol)}, "
+                   f"{count} vouchers cost {format_amount(total, option.decimals, option.symbol)}")
+        if not args.force:
+            raise WalletError(message, hint=f"fund {wallet}, buy fewer (--count/--budget), or pass --force")
+        ctx.warn(message + " (--force: signing anyway)")
+    if option.transfer_method == "permit2":
+        _check_permit2_allowance(peers, option, wallet)
+
+    # 4. Cluster state: one owner per model; a top-up only of a live, converged purchase.
+    items = peers.kube.list()
+    owner = purchases.model_owner_conflict(items, args.name, args.model)
+    if owner:
+        raise PurchaseError(f"model {args.model} is already owned by PurchaseRequest {owner}",
+                            hint=f"top up the existing purchase instead: buy.py buy {owner} ...")
+    existing = next((i for i in items if i["metadata"]["name"] == args.name), None)
+    live_entry = None
+    if existing is not None:
+        live_entry = peers.buyer.status().get(args.name)
+        purchases.check_topup_allowed(existing, live_entry)
+    tail = purchases.active_tail((existing or {}).get("spec", {}).get("preSignedAuths", []),
+                                 live_entry["remaining"]) if existing is not None else []
+    policy = purchases.resolve_auto_refill(
+        auto_refill=args.auto_refill, threshold=args.refill_threshold, count=args.refill_count,
+        cost_cap=cost_cap, desired_count=len(tail) + count,
+        existing=(existing or {}).get("spec", {}).get("autoRefill"))
+    payment = purchases.build_payment_spec(option, chain_name=chain_name, symbol=option.symbol,
+                                           decimals=option.decimals)
+
+    # 5. Sign (the only step that commits the wallet).
+    ctx.notify(f"Signing {count} authorizations at {price_text} each "
+               f"(total {format_amount(total, option.decimals, option.symbol)}) ...")
+    auths = _presign(peers, ctx, option, wallet, count, valid_before, offer)
+
+    # 6. Declare.
+    if existing is None:
+        obj = purchases.build_purchase(args.name, peers.kube.config.namespace, endpoint=endpoint,
+                                       model=args.model, payment=payment, auths=auths, auto_refill=policy)
+        try:
+            written = peers.kube.create(obj)
+        except KubeApiError as err:
+            if err.reason == "AlreadyExists":
+                raise PurchaseError(f"PurchaseRequest {args.name} was created by someone else meanwhile; "
+                                    "nothing was written and the signed vouchers were discarded",
+                                    hint=f"re-run the same command to top {args.name} up") from err
+            raise
+        ctx.notify(f"Created PurchaseRequest {peers.kube.config.namespace}/{args.name}")
+    else:
+        written = _replace_with_retry(peers, args.name, existing, live_entry, auths, payment, policy)
+        ctx.notify(f"Updated PurchaseRequest {peers.kube.config.namespace}/{args.name} "
+                   f"({len(written['spec']['preSignedAuths'])} active vouchers)")
+
+    data: dict[str, Any] = {
+        "name": args.name, "alias": alias, "model": args.model, "endpoint": endpoint,
+        "price": {"atomic": str(price), "display": price_text, "symbol": option.symbol,
+                  "decimals": option.decimals, "asset": option.asset},
+        "chain": chain_name, "count": count, "pool": len(written["spec"]["preSignedAuths"]),
+        "topup": existing is not None, "wallet": wallet, "autoRefill": policy,
+        "namespace": peers.kube.config.namespace, "set_default": None,
+    }
+
+    # 7. Wait for Ready (watch, not poll).
+    ctx.notify("Waiting for the controller to reconcile the PurchaseRequest ...")
+    obj, failure = _wait_ready(peers, ctx, written, args.timeout)
+    state = purchases.readiness(obj)
+    data["status"] = {"ready": state.ready, "remaining": state.remaining, "publicModel": state.public_model,
+                      "message": state.message, "conditions": obj.get("status", {}).get("conditions", [])}
+    if not state.ready:
+        reason = failure or state.message or "no status yet"
+        nxt = f"buy.py status {args.name}"
+        if args.set_default:
+            nxt += f", then buy.py default set {alias}"
+        err = NotReadyError(
+            f"PurchaseRequest {args.name} exists and is funded with {data['pool']} vouchers but is not Ready "
+            f"after {args.timeout:g} s ({reason}). Re-running `buy` with this name would top it up and spend more."
+            + (" The agent's default model was not touched." if args.set_default else ""),
+            hint=f"check it with: {nxt}", data={"next": nxt})
+        return Result("buy", data, ExitCode.NOT_READY, err)
+
+    # 8. Adopt.
+    if args.set_default:
+        from .default import adopt
+        try:
+            data["set_default"] = adopt(peers, alias, purchase=args.name, canary=not args.no_canary,
+                                        auto_refill=policy)
+        except DefaultNotChanged as err:
+            nxt = f"buy.py default set {alias}"
+            err.message = (f"PurchaseRequest {args.name} is Ready and funded, but the agent's default was not "
+                           f"changed: {err.message}. Re-running `buy` with this name would top it up and spend more.")
+            err.hint = f"fix the cause ({err.hint or 'see above'}), then: {nxt}"
+            err.data["next"] = nxt
+            return Result("buy", data, ExitCode.DEFAULT_NOT_CHANGED, err)
+    return Result("buy", data)
+
+
+def _presign(peers: Peers, ctx: Context, option, wallet: str, count: int, valid_before: int, offer) -> list:
+    def progress(done: int, total: int) -> None:
+        ctx.progress("signed", done, total)
+    if option.transfer_method == "permit2":
+        return peers.signer.presign_permit2(option, address=wallet, count=count, deadline=valid_before,
+                                            extensions=offer.extensions, on_progress=progress,
+                                            workers=SIGNING_WORKERS)
+    return peers.signer.presign_erc3009(option, address=wallet, count=count, valid_before=valid_before,
+                                        extensions=offer.extensions, on_progress=progress,
+                                        workers=SIGNING_WORKERS)
+
+
+def _check_permit2_allowance(peers: Peers, option, wallet: str) -> None:
+    from ..signing import PERMIT2_ADDRESS
+    allowance = peers.chain.allowance(option.chain.name, option.asset, wallet, PERMIT2_ADDRESS)
+    if allowance == 0:
+        data = "0x095ea7b3" + PERMIT2_ADDRESS[2:].lower().rjust(64, "0") + "f" * 64
+        raise WalletError(f"wallet {wallet} has not approved Permit2 ({PERMIT2_ADDRESS}) to spend {option.asset} "
+                          f"on {option.chain.name}",
+                          hint=f"send once from {wallet}: to={option.asset} data={data}")
+
+
+def _replace_with_retry(peers: Peers, name: str, existing: dict, live_entry: dict, auths: list,
+                        payment: dict, policy: dict | None) -> dict:
+    """PUT the merged pool; on Conflict re-read, re-check and merge again with the fresh live tail."""
+    for attempt in range(CONFLICT_RETRIES):
+        obj = purchases.topup_object(existing, new_auths=auths, live_remaining=live_entry["remaining"],
+                                     payment=payment, auto_refill=policy)
+        try:
+            return peers.kube.replace(obj)
+        except KubeApiError as err:
+            if err.reason != "Conflict" or attempt == CONFLICT_RETRIES - 1:
+                raise
+        existing = peers.kube.get(name)
+        live_entry = peers.buyer.status().get(name)
+        purchases.check_topup_allowed(existing, live_entry)
+    raise AssertionError("unreachable")
+
+
+def _wait_ready(peers: Peers, ctx: Context, written: dict, timeout: float) -> tuple[dict, str | None]:
+    """Watch until Ready or a terminal failure condition; show each condition change once."""
+    seen: set[tuple] = set()
+    last: dict[str, Any] = {"obj": written}
+
+    def on_change(obj: dict) -> None:
+        last["obj"] = obj
+        if obj["metadata"].get("generation") != obj.get("status", {}).get("observedGeneration"):
+            return
+        for cond in purchases.condition_summary(obj):
+            if cond not in seen:
+                seen.add(cond)
+                ctype, status, reason, message = cond
+                ctx.notify(f"  {ctype}={status}" + (f" ({reason})" if reason else "") +
+                           (f": {message}" if message else ""))
+
+    def done(obj: dict) -> bool:
+        return purchases.readiness(obj).ready or purchases.failed_reason(obj) is not None
+
+    name = written["metadata"]["name"]
+    try:
+        obj = peers.kube.wait_for(name, done, timeout_s=timeout, on_change=on_change)
+    except BuyError as err:
+        if not _is_wait_timeout(err):
+            raise
+        obj = last["obj"]
+    return obj, purchases.failed_reason(obj)
+
+
+def _is_wait_timeout(err: BuyError) -> bool:
+    return isinstance(err, NotReadyError) or err.__class__.__name__ == "WaitTimeout"

@@ -1,0 +1,47 @@
+"""Clients built from the settings, shared by the commands (one session per run)."""
+from __future__ import annotations
+
+from functools import cached_property
+
+import requests
+
+from ..http import make_session
+from ..result import Context
+
+
+class Peers:
+    """Lazily built clients of every peer, sharing one HTTP session (connection reuse)."""
+
+    def __init__(self, ctx: Context, *, pool_size: int = 10) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self._pool_size = pool_size
+
+    @cached_property
+    def session(self) -> requests.Session:
+        return make_session(self.settings.user_agent, pool_size=self._pool_size)
+
+    @cached_property
+    def kube(self):
+        from ..kube import KubeClient, load_config
+        return KubeClient(load_config(self.settings), session=self.session)
+
+    @cached_property
+    def signer(self):
+        from ..signer import SignerClient
+        return SignerClient(self.session, self.settings.remote_signer_url)
+
+    @cached_property
+    def chain(self):
+        from ..chain import ChainClient
+        return ChainClient(self.session, self.settings.erpc_url)
+
+    @cached_property
+    def buyer(self):
+        from ..buyer import BuyerClient
+        return BuyerClient(self.session, self.settings.x402_buyer_url)
+
+    @cached_property
+    def hermes_config(self):
+        from ..hermes import resolve_config
+        return resolve_config(self.settings)
