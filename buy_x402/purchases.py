@@ -134,6 +134,9 @@ def topup_object(existing: dict[str, Any], *, new_auths: list[dict[str, Any]], l
     name = (obj.get("metadata") or {}).get("name", "?")
     active = active_tail(spec.get("preSignedAuths") or [], live_remaining)
     pool = active + list(new_auths)
+    if not pool:
+        raise PurchaseError(f"top-up of PurchaseRequest {name} has no authorizations to keep or add",
+                            hint="sign at least one authorization (--count 1 or a larger --budget)")
     if len(pool) > MAX_POOL:
         raise PurchaseError(
             f"PurchaseRequest {name} has {len(active)} active auths; adding {len(new_auths)} would make "

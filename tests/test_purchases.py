@@ -154,6 +154,8 @@ def test_topup_with_more_remaining_than_pool_is_refused():
     with pytest.raises(PurchaseError):
         pr.topup_object(live_object(n=3), new_auths=[auth(9)], live_remaining=4, payment=PAYMENT,
                         auto_refill=None)
+    with pytest.raises(PurchaseError, match="no authorizations to keep or add"):
+        pr.topup_object(live_object(n=3), new_auths=[], live_remaining=0, payment=PAYMENT, auto_refill=None)
 
 
 # ------------------------------------------------------------------------------ guards
