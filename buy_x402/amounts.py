@@ -1,0 +1,121 @@
+"""Money on the command line and on screen: token units vs atomic units, voucher counts, expiry.
+
+A bare integer is always atomic units (what the 402 says); anything with a decimal point, a symbol
+or "$" is token units scaled by the asset's decimals. An amount that names a different token than the
+one being paid in is refused rather than converted: there is no price oracle here.
+"""
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+from .errors import PaymentChoiceError, UsageError
+
+DEFAULT_BUDGET_ATOMIC = 100_000_000   # 100 USDC, as upstream buy.py
+MAX_AUTH_COUNT = 1000
+PERMIT2_SAFE_AUTH_COUNT = 500         # Permit2 auths are bigger; the buyer's ConfigMap holds ≈537
+DEFAULT_AUTH_TTL_SECONDS = 30 * 24 * 3600
+MIN_AUTH_TTL_SECONDS = 600
+MAX_SAFE_DEADLINE = 4294967295        # "never": the largest uint32, what upstream uses
+NEVER_WORDS = ("never", "0", "none", "-1")
+
+_MONEY = re.compile(r"^(?P<dollar>\$)?\s*(?P<num>\d+(?:\.\d*)?|\.\d+)\s*(?P<sym>[A-Za-z][A-Za-z0-9.\-]*)?$")
+
+
+def parse_money(text: str, *, decimals: int | None, symbol: str | None, what: str = "amount") -> int:
+    """Atomic units for `text` ("1000", "1.5", "1.5 USDC", "1.5USDC", "$1.50") paid in `symbol`.
+
+    "$" means a USD stablecoin, so it is only valid when the asset is USDC. `what` names the flag in
+    messages (e.g. "--budget").
+    """
+    raw = str(text).strip()
+    if raw.isdigit():
+        value = int(raw)
+        if value <= 0:
+            raise UsageError(f"{what} must be positive, got {raw!r}")
+        return value
+    match = _MONEY.match(raw)
+    if not match:
+        raise UsageError(f"{what} {raw!r} is not an amount",
+                         hint="use atomic units (10000), token units (0.01 or '0.01 USDC') or dollars ($0.01)")
+    asset_symbol = (symbol or "").upper() or None
+    named = (match["sym"] or "").upper() or None
+    if match["dollar"] and asset_symbol != "USDC":
+        raise PaymentChoiceError(f"{what} {raw!r} is in dollars but the payment asset is "
+                                 f"{symbol or 'an unknown token'}, not USDC",
+                                 hint="give the amount in atomic units or in the asset's own units")
+    if named and named != asset_symbol:
+        raise PaymentChoiceError(f"{what} {raw!r} is in {named} but the payment asset is "
+                                 f"{symbol or 'an unknown token'}",
+                                 hint="choose the matching offer with --token, or give atomic units")
+    if decimals is None:
+        raise PaymentChoiceError(f"{what} {raw!r} is in token units but the asset's decimals are unknown",
+                                 hint="give the amount in atomic units (a bare integer)")
+    number = Decimal(match["num"])
+    scaled = number.scaleb(decimals)
+    if scaled != scaled.to_integral_value():
+        raise UsageError(f"{what} {raw!r} has more than {decimals} decimal places for {symbol or 'this token'}")
+    value = int(scaled)
+    if value <= 0:
+        raise UsageError(f"{what} must be positive, got {raw!r}")
+    return value
+
+
+def format_amount(atomic: int, decimals: int | None, symbol: str | None) -> str:
+    """'0.001 USDC (1000 atomic)'; without known decimals just '1000 atomic units'."""
+    atomic = int(atomic)
+    if decimals is None:
+        return f"{atomic} atomic units" + (f" of {symbol}" if symbol else "")
+    scaled = Decimal(atomic).scaleb(-decimals)
+    text = f"{scaled:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{text} {symbol} ({atomic} atomic)" if symbol else f"{text} ({atomic} atomic)"
+
+
+def auth_cap(transfer_method: str) -> int:
+    return PERMIT2_SAFE_AUTH_COUNT if transfer_method == "permit2" else MAX_AUTH_COUNT
+
+
+def auth_count(price: int, *, budget: int | None = None, count: int | None = None,
+               transfer_method: str = "eip3009") -> int:
+    """How many vouchers to sign (§6 step 5): --count wins (capped), else budget // price (capped), ≥ 1.
+
+    An explicit --budget is a promise: a count whose total exceeds it is a usage error, never a
+    silent overspend.
+    """
+    price = int(price)
+    if price <= 0:
+        raise PaymentChoiceError(f"the offer's price must be positive, got {price}")
+    cap = auth_cap(transfer_method)
+    if count is not None:
+        if int(count) < 1:
+            raise UsageError(f"--count must be at least 1, got {count}")
+        n = min(int(count), cap)
+    else:
+        n = min((DEFAULT_BUDGET_ATOMIC if budget is None else int(budget)) // price, cap)
+    n = max(n, 1)
+    if budget is not None and n * price > int(budget):
+        if count is not None:
+            raise UsageError(f"--count {n} costs {n * price} atomic units, more than --budget {budget}",
+                             hint="raise --budget or lower --count")
+        raise UsageError(f"--budget {budget} is less than one request's price {price}",
+                         hint="raise --budget")
+    return n
+
+
+def auth_expiry(ttl_text: str | None, now: int) -> int:
+    """validBefore/deadline for new vouchers (§7.1): default 30 days, at least 10 minutes, or never."""
+    if ttl_text is None or not str(ttl_text).strip():
+        return min(now + DEFAULT_AUTH_TTL_SECONDS, MAX_SAFE_DEADLINE)
+    text = str(ttl_text).strip().lower()
+    if text in NEVER_WORDS:
+        return MAX_SAFE_DEADLINE
+    if not text.isdigit():
+        raise UsageError(f"auth TTL {ttl_text!r} is not a number of seconds or 'never'",
+                         hint="use e.g. --auth-ttl 86400, or --auth-ttl never")
+    return min(now + max(int(text), MIN_AUTH_TTL_SECONDS), MAX_SAFE_DEADLINE)
+
+
+__all__ = ["parse_money", "format_amount", "auth_count", "auth_cap", "auth_expiry",
+           "DEFAULT_BUDGET_ATOMIC", "MAX_AUTH_COUNT", "PERMIT2_SAFE_AUTH_COUNT", "MAX_SAFE_DEADLINE"]
