@@ -93,7 +93,7 @@ def run(ctx: Context, args: Namespace) -> Result:
     live_entry = None
     if existing is not None:
         live_entry = peers.buyer.status().get(args.name)
-        purchases.check_topup_allowed(existing, live_entry)
+        purchases.check_topup_allowed(existing, live_entry, model=args.model)
     tail = purchases.active_tail((existing or {}).get("spec", {}).get("preSignedAuths", []),
                                  live_entry["remaining"]) if existing is not None else []
     policy = purchases.resolve_auto_refill(

@@ -14,6 +14,7 @@ from typing import Any
 from .. import hermes
 from ..errors import BuyError, DefaultNotChanged, LiteLLMError, PurchaseError
 from ..litellm import LiteLLMClient
+from .. import purchases
 from ..purchases import alias_for
 from ..result import Context, Result
 from .common import Peers
@@ -51,6 +52,9 @@ def _paid_purchase(peers: Peers, model: str, purchase: str | None) -> dict[str, 
     for item in items:
         status = item.get("status") or {}
         if status.get("publicModel") == model:
+            if not purchases.is_serving(item):
+                raise PurchaseError(f"PurchaseRequest {item['metadata']['name']} publishes {model} but is not Ready",
+                                    hint=f"check it: buy.py status {item['metadata']['name']}")
             return item
     raise PurchaseError(f"no PurchaseRequest in this namespace publishes {model}",
                         hint=f"buy it first: buy.py buy NAME --endpoint URL --model {model[len(PAID_PREFIX):]}")
