@@ -1,0 +1,368 @@
+"""x402 payment requirements: endpoint normalisation, chains, tokens, 402 parsing, option choice.
+
+A v2 seller (the reference SDK) puts its requirements only in the base64 `PAYMENT-REQUIRED` header
+and answers `{}` as the body; v1/Obol sellers put them in the JSON body. Both are read into the same
+`PaymentRequired`, keeping each option's fields as the seller wrote them (the voucher must echo them).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from .amounts import format_amount
+from .errors import BuyError, PaymentChoiceError, SellerError
+from .http import send
+
+BODY_PREVIEW_BYTES = 200
+PROBE_TIMEOUT_S = 15.0
+PAYMENT_REQUIRED_HEADER = "payment-required"
+
+
+# ---------------------------------------------------------------------------------------- endpoints
+
+def normalize_endpoint(url: str) -> str:
+    """The seller's base URL: what the PurchaseRequest stores and the buyer appends paths to."""
+    url = url.strip().rstrip("/")
+    for suffix in ("/v1/chat/completions", "/chat/completions"):
+        if url.endswith(suffix):
+            url = url[: -len(suffix)].rstrip("/")
+            break
+    parts = urlsplit(url)
+    segments = parts.path.split("/")
+    # "/services/<seg>/<more…>" → "/services/<seg>"; query and fragment belong to the dropped part.
+    if len(segments) > 3 and segments[0] == "" and segments[1] == "services" and segments[2]:
+        url = urlunsplit((parts.scheme, parts.netloc, "/services/" + segments[2], "", ""))
+    return url
+
+
+# ------------------------------------------------------------------------------------------- chains
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    chain_id: int
+    usdc: str | None
+
+    @property
+    def caip2(self) -> str:
+        return f"eip155:{self.chain_id}"
+
+
+CHAINS: dict[str, Chain] = {c.name: c for c in (
+    Chain("mainnet", 1, "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"),
+    Chain("base", 8453, "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"),
+    Chain("base-sepolia", 84532, "0x036CbD53842c5426634e7929541eC2318f3dCF7e"),
+    Chain("sepolia", 11155111, None),
+    Chain("hoodi", 560048, None),
+)}
+CHAIN_ALIASES = {"ethereum": "mainnet", "eth": "mainnet",
+                 **{c.caip2: c.name for c in CHAINS.values()}}
+
+
+def supported_chains() -> str:
+    return ", ".join(sorted(CHAINS))
+
+
+def resolve_chain(text: str | None) -> Chain:
+    """A chain by name, alias or CAIP-2 id; unknown is an error, never a silent default."""
+    key = (text or "").strip().lower()
+    chain = CHAINS.get(CHAIN_ALIASES.get(key, key))
+    if chain is None:
+        raise PaymentChoiceError(f"Unknown chain {text!r}. Supported: {supported_chains()}",
+                                 data={"chain": text, "supported": sorted(CHAINS)})
+    return chain
+
+
+def _try_chain(text: str | None) -> Chain | None:
+    try:
+        return resolve_chain(text)
+    except PaymentChoiceError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------- tokens
+
+OBOL_MAINNET = "0x0B010000b7624eb9B3DfBC279673C76E9D29D5F7"
+KNOWN_TOKENS: dict[str, dict[str, tuple[str, int]]] = {
+    "mainnet": {CHAINS["mainnet"].usdc.lower(): ("USDC", 6), OBOL_MAINNET.lower(): ("OBOL", 18)},
+    "base": {CHAINS["base"].usdc.lower(): ("USDC", 6)},
+    "base-sepolia": {CHAINS["base-sepolia"].usdc.lower(): ("USDC", 6)},
+}
+
+
+def is_canonical_usdc(chain: Chain | None, asset: str | None) -> bool:
+    return bool(chain and chain.usdc and asset and chain.usdc.lower() == asset.lower())
+
+
+def token_meta(chain: Chain | None, asset: str | None, extra: Mapping[str, Any] | None) -> tuple[str | None, int | None]:
+    """(symbol, decimals) of a payment asset, or (None, None) when it cannot be trusted.
+
+    Known addresses win. A seller's `extra.name` is only believed for "Obol Network" (OBOL, 18), as
+    upstream does. A token that merely calls itself "USDC" at an address that is not the chain's
+    canonical USDC stays unknown: guessing 6 decimals for it could mis-scale a budget by 10^12.
+    """
+    if chain is not None and asset:
+        known = KNOWN_TOKENS.get(chain.name, {}).get(asset.lower())
+        if known:
+            return known
+    name = str((extra or {}).get("name") or "")
+    if name == "Obol Network":
+        return "OBOL", 18
+    if name in ("USDC", "USD Coin") and is_canonical_usdc(chain, asset):
+        return "USDC", 6
+    return None, None
+
+
+# ------------------------------------------------------------------------------------ requirements
+
+@dataclass
+class PaymentOption:
+    """One `accepts[]` entry. `network` is kept exactly as the seller wrote it; `chain` is None for
+    networks this skill cannot pay on (listed, never chosen)."""
+    index: int
+    scheme: str
+    network: str
+    chain: Chain | None
+    amount: int
+    asset: str
+    pay_to: str
+    max_timeout_seconds: int = 60
+    extra: dict = field(default_factory=dict)
+    transfer_method: str = "eip3009"
+    symbol: str | None = None
+    decimals: int | None = None
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def payable(self) -> bool:
+        return self.chain is not None and self.scheme == "exact"
+
+    def price_text(self) -> str:
+        return format_amount(self.amount, self.decimals, self.symbol)
+
+    def describe(self) -> str:
+        where = self.chain.name if self.chain else f"{self.network} (unsupported network)"
+        scheme = "" if self.scheme == "exact" else f", scheme {self.scheme} (unsupported)"
+        token = self.symbol or f"token {self.asset}"
+        return f"[{self.index}] {self.price_text()} per request in {token} on {where} via {self.transfer_method}{scheme}"
+
+
+@dataclass
+class PaymentRequired:
+    x402_version: int
+    accepts: list[PaymentOption]
+    resource: Any = None
+    extensions: dict | None = None
+    source: str = "header"
+    raw: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+def _preview(body: bytes | str | None) -> str:
+    if body is None:
+        return ""
+    if isinstance(body, str):
+        body = body.encode("utf-8", "replace")
+    text = body[:BODY_PREVIEW_BYTES].decode("utf-8", "replace")
+    return text + ("…" if len(body) > BODY_PREVIEW_BYTES else "")
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    for key, value in (headers or {}).items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _decode_header(value: str) -> dict:
+    text = value.strip()
+    try:
+        decoded = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text) else None,
+                                   validate=True)
+        doc = json.loads(decoded)
+    except (binascii.Error, ValueError) as exc:
+        raise SellerError(f"the seller's PAYMENT-REQUIRED header is not base64-encoded JSON ({exc.__class__.__name__}): "
+                          f"{_preview(text)}", hint="the seller's x402 setup is broken; tell its operator") from exc
+    if not isinstance(doc, dict):
+        raise SellerError(f"the seller's PAYMENT-REQUIRED header decodes to {type(doc).__name__}, not an object: "
+                          f"{_preview(json.dumps(doc))}")
+    return doc
+
+
+def _parse_option(index: int, entry: Any) -> PaymentOption:
+    if not isinstance(entry, dict):
+        raise SellerError(f"payment option {index} in the 402 is {type(entry).__name__}, not an object")
+    missing = [name for name in ("payTo", "asset") if not entry.get(name)]
+    amount_text = entry.get("amount", entry.get("maxAmountRequired"))
+    if amount_text in (None, ""):
+        missing.append("amount")
+    if not entry.get("network"):
+        missing.append("network")
+    if missing:
+        raise SellerError(f"payment option {index} in the 402 is missing {', '.join(missing)}",
+                          data={"option": index, "missing": missing})
+    try:
+        amount = int(str(amount_text))
+    except ValueError:
+        amount = -1
+    if amount <= 0:
+        raise SellerError(f"payment option {index} in the 402 has amount {amount_text!r}, not a positive integer "
+                          "of atomic units")
+    extra = entry.get("extra") if isinstance(entry.get("extra"), dict) else {}
+    network = str(entry["network"])
+    chain = _try_chain(network)
+    symbol, decimals = token_meta(chain, str(entry["asset"]), extra)
+    try:
+        timeout = int(entry.get("maxTimeoutSeconds") or 60)
+    except (TypeError, ValueError):
+        timeout = 60
+    return PaymentOption(
+        index=index, scheme=str(entry.get("scheme") or "exact"), network=network, chain=chain,
+        amount=amount, asset=str(entry["asset"]), pay_to=str(entry["payTo"]), max_timeout_seconds=timeout,
+        extra=dict(extra), transfer_method="permit2" if extra.get("assetTransferMethod") == "permit2" else "eip3009",
+        symbol=symbol, decimals=decimals, raw=dict(entry))
+
+
+def parse_payment_required(status: int, headers: Mapping[str, str] | None, body_bytes: bytes | str | None) -> PaymentRequired:
+    """Read a seller's 402: the v2 `PAYMENT-REQUIRED` header first, else a JSON body with `accepts`."""
+    if 200 <= status < 300:
+        raise SellerError(f"the seller answered HTTP {status} without asking for payment (no x402 pricing): "
+                          f"{_preview(body_bytes)}", data={"status": status})
+    if status != 402:
+        raise SellerError(f"the seller answered HTTP {status}, expected 402 Payment Required: {_preview(body_bytes)}",
+                          data={"status": status})
+    header = _header(headers, PAYMENT_REQUIRED_HEADER)
+    if header and header.strip():
+        doc, source = _decode_header(header), "header"
+    else:
+        try:
+            doc = json.loads(body_bytes or b"")
+        except ValueError:
+            raise SellerError(f"the 402 has no PAYMENT-REQUIRED header and its body is not JSON: "
+                              f"{_preview(body_bytes)}") from None
+        if not isinstance(doc, dict):
+            raise SellerError(f"the 402 body is not a JSON object: {_preview(body_bytes)}")
+        source = "body"
+    accepts = doc.get("accepts")
+    if not isinstance(accepts, list) or not accepts:
+        where = "PAYMENT-REQUIRED header" if source == "header" else "402 body"
+        raise SellerError(f"the {where} has no 'accepts' array of payment options: {_preview(json.dumps(doc))}")
+    options = [_parse_option(i, entry) for i, entry in enumerate(accepts, start=1)]
+    try:
+        version = int(doc.get("x402Version") or (2 if source == "header" else 1))
+    except (TypeError, ValueError):
+        version = 2 if source == "header" else 1
+    extensions = doc.get("extensions") if isinstance(doc.get("extensions"), dict) else None
+    return PaymentRequired(x402_version=version, accepts=options, resource=doc.get("resource"),
+                           extensions=extensions, source=source, raw=doc, error=doc.get("error"))
+
+
+def probe(session: requests.Session, endpoint: str, model_id: str | None, *, kind: str = "inference",
+          method: str | None = None, timeout: float = PROBE_TIMEOUT_S) -> PaymentRequired:
+    """Ask the seller its price: an unpaid request that must come back 402. Redirects are not followed."""
+    if kind in ("inference", "agent"):
+        url = normalize_endpoint(endpoint) + "/v1/chat/completions"
+        body = {"model": model_id or "test", "messages": [{"role": "user", "content": "ping"}]}
+        response = send(session, method or "POST", url, peer="seller", timeout=timeout, json=body)
+    elif kind == "http":
+        url = endpoint
+        response = send(session, (method or "GET").upper(), url, peer="seller", timeout=timeout)
+    else:
+        raise SellerError(f"unknown probe type {kind!r}; use inference, http or agent")
+    if 300 <= response.status_code < 400:
+        location = response.headers.get("Location", "(no Location header)")
+        raise SellerError(f"the seller at {url} redirected (HTTP {response.status_code}) to {location}; "
+                          "redirects are not followed for payments",
+                          hint="use the final URL as --endpoint if you trust it", data={"location": location})
+    try:
+        return parse_payment_required(response.status_code, response.headers, response.content)
+    except SellerError as exc:
+        exc.message = f"{url}: {exc.message}"
+        exc.args = (exc.message,)
+        exc.data.setdefault("url", url)
+        raise
+
+
+# ----------------------------------------------------------------------------------- option choice
+
+@dataclass
+class Choice:
+    option: PaymentOption
+    reason: str
+    listing: str
+
+
+def option_listing(accepts: list[PaymentOption]) -> str:
+    return "\n".join(option.describe() for option in accepts)
+
+
+def _matches_token(option: PaymentOption, token: str) -> bool:
+    wanted = token.strip().lower()
+    return (option.symbol or "").lower() == wanted or option.asset.lower() == wanted
+
+
+def choose_option(accepts: list[PaymentOption], *, index: int | None = None, token: str | None = None,
+                  network: str | None = None,
+                  balance_of: Callable[[PaymentOption], int] | None = None) -> Choice:
+    """Pick the option to pay with (§5.1, non-interactive); `reason` says why, for the output."""
+    listing = option_listing(accepts)
+    data = {"options": [option.describe() for option in accepts]}
+    if not accepts:
+        raise PaymentChoiceError("the seller offered no payment options", data=data)
+
+    def usable(option: PaymentOption, why: str) -> Choice:
+        if not option.payable:
+            raise PaymentChoiceError(f"payment option {option.index} cannot be paid by this skill "
+                                     f"(network {option.network!r}, scheme {option.scheme!r}):\n{listing}", data=data)
+        return Choice(option, why, listing)
+
+    if index is not None:
+        if not 1 <= int(index) <= len(accepts):
+            raise PaymentChoiceError(f"--payment-option {index} is out of range; the seller offers "
+                                     f"{len(accepts)} option(s):\n{listing}", data=data)
+        return usable(accepts[int(index) - 1], f"--payment-option {index}")
+
+    if token or network:
+        wanted_chain = resolve_chain(network) if network else None
+        matches = [o for o in accepts
+                   if (not token or _matches_token(o, token))
+                   and (wanted_chain is None or (o.chain is not None and o.chain.name == wanted_chain.name))]
+        asked = " and ".join(f"{flag} {value}" for flag, value in (("--token", token), ("--network", network)) if value)
+        if len(matches) != 1:
+            what = "no payment option matches" if not matches else f"{len(matches)} payment options match"
+            raise PaymentChoiceError(f"{what} {asked}:\n{listing}",
+                                     hint="pick one with --payment-option N", data=data)
+        return usable(matches[0], f"the only option matching {asked}")
+
+    if len(accepts) == 1:
+        return usable(accepts[0], "the seller's only payment option")
+
+    payable = [o for o in accepts if o.payable]
+    if not payable:
+        raise PaymentChoiceError(f"none of the seller's payment options can be paid by this skill:\n{listing}", data=data)
+    if balance_of is not None:
+        unknown = []
+        for option in payable:
+            try:
+                balance = int(balance_of(option))
+            except BuyError as exc:
+                unknown.append(f"[{option.index}] {exc.message}")
+                continue
+            if balance >= option.amount:
+                return Choice(option, f"first of {len(accepts)} options the wallet can afford "
+                                      f"(balance {format_amount(balance, option.decimals, option.symbol)})", listing)
+        note = f"; balance unknown for {', '.join(unknown)}" if unknown else ""
+        return Choice(payable[0], f"the wallet cannot afford any of {len(accepts)} options; "
+                                  f"took the first payable one{note}", listing)
+    return Choice(payable[0], f"first payable of {len(accepts)} options", listing)
+
+
+__all__ = ["normalize_endpoint", "Chain", "CHAINS", "resolve_chain", "supported_chains", "token_meta",
+           "is_canonical_usdc", "KNOWN_TOKENS", "PaymentOption", "PaymentRequired", "parse_payment_required",
+           "probe", "Choice", "choose_option", "option_listing"]
