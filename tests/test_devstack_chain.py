@@ -6,9 +6,11 @@ the chain back rather than trusting the seller's word.
 from __future__ import annotations
 
 import base64
+from http.client import HTTPConnection
 import json
 import secrets
 import time
+import urllib.parse
 
 import pytest
 import requests
@@ -111,6 +113,26 @@ def test_signer_health_and_keys(devstack, http):
     url = devstack.env["REMOTE_SIGNER_URL"]
     assert http.get(f"{url}/healthz", timeout=5).json() == {"status": "ok"}
     assert http.get(f"{url}/api/v1/keys", timeout=5).json() == {"keys": [devstack.info["chain"]["agent_address"]]}
+
+
+def test_signer_keeps_the_connection_alive(devstack):
+    """HTTP/1.1 with Content-Length on every answer, errors included: one socket serves many calls."""
+    url = urllib.parse.urlsplit(devstack.env["REMOTE_SIGNER_URL"])
+    conn = HTTPConnection(url.hostname, url.port, timeout=5)
+    try:
+        conn.request("GET", "/healthz")
+        first = conn.getresponse()
+        assert first.status == 200 and first.read() == b'{"status": "ok"}'
+        sock = conn.sock
+        conn.request("POST", "/api/v1/sign/0x0000000000000000000000000000000000000001/hash", body=b"{}")
+        second = conn.getresponse()
+        assert second.status == 404 and json.loads(second.read())["code"] == "SIGNER_NOT_FOUND"
+        conn.request("GET", "/api/v1/keys")
+        third = conn.getresponse()
+        assert third.status == 200 and json.loads(third.read())["keys"]
+        assert conn.sock is sock and sock is not None
+    finally:
+        conn.close()
 
 
 def test_signer_error_shapes(devstack, http):

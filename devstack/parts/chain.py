@@ -18,6 +18,7 @@ from eth_utils import keccak
 from .. import config
 from ..stack import Stack
 
+IDLE_BLOCK_SECONDS = 5
 ARTIFACT = Path(__file__).resolve().parent.parent / "contracts" / "TestUSDC.json"
 
 
@@ -74,7 +75,10 @@ def up(stack: Stack) -> None:
     anvil_url = f"http://127.0.0.1:{anvil_port}"
     stack.spawn("anvil", [str(stack.deps / "node" / "node_modules" / ".bin" / "anvil"),
                           "--host", "127.0.0.1", "--port", str(anvil_port),
-                          "--chain-id", str(config.CHAIN_ID)])
+                          "--chain-id", str(config.CHAIN_ID),
+                          # Transactions still mine at once; an idle chain also mines every few
+                          # seconds so simulations at "latest" see a current block.timestamp.
+                          "--mixed-mining", "--block-time", str(IDLE_BLOCK_SECONDS)])
     stack.wait_until("anvil", lambda: int(rpc(anvil_url, "eth_chainId", timeout=2), 16) == config.CHAIN_ID,
                      timeout=30, interval=0.05)
 
