@@ -1,0 +1,271 @@
+"""The simulated cluster pieces against the real ones: controller + x402-buyer with the real Kubernetes
+API server, the x402 SDK seller and anvil.
+
+Vouchers are signed here with eth-account (not through buy.py), so these tests pin the controller's
+and the buyer's contract on their own: a PurchaseRequest becomes Ready with the reference status,
+a paid chat through the buyer settles exactly the price on chain, and each refusal has its reason.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+
+from devstack import config
+from devstack.__main__ import down, up
+
+PARTS = ["kube", "chain", "signer", "seller", "buyer", "controller"]
+PR_PATH = "/apis/obol.org/v1alpha1/namespaces/{ns}/purchaserequests"
+AGENT = Account.from_key(config.AGENT_KEY)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("cluster"))
+    stack = up(directory, PARTS)
+    yield stack
+    down(directory)
+
+
+class Kube:
+    """PurchaseRequest calls over plain requests, with the devstack's token and CA."""
+
+    def __init__(self, info: dict) -> None:
+        self.base = info["server"] + PR_PATH.format(ns=info["namespace"])
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {info['token']}"
+        self.session.verify = info["ca"]
+        self.session.trust_env = False  # else REQUESTS_CA_BUNDLE overrides verify (requests #3829)
+
+    def create(self, name: str, spec: dict) -> dict:
+        body = {"apiVersion": "obol.org/v1alpha1", "kind": "PurchaseRequest", "metadata": {"name": name},
+                "spec": spec}
+        resp = self.session.post(self.base, json=body, timeout=10)
+        assert resp.status_code == 201, resp.text
+        return resp.json()
+
+    def get(self, name: str) -> dict | None:
+        resp = self.session.get(f"{self.base}/{name}", timeout=10)
+        return None if resp.status_code == 404 else resp.json()
+
+    def delete(self, name: str) -> None:
+        assert self.session.delete(f"{self.base}/{name}", timeout=10).status_code in (200, 202)
+
+    def wait(self, name: str, check, timeout: float = 20.0) -> dict | None:
+        """Poll until `check(pr)` holds; return the PR (None if it is gone and check accepts that)."""
+        deadline = time.monotonic() + timeout
+        pr = None
+        while time.monotonic() < deadline:
+            pr = self.get(name)
+            if check(pr):
+                return pr
+            time.sleep(0.05)
+        raise AssertionError(f"{name} never satisfied the check; last seen: {json.dumps(pr, indent=1)}")
+
+
+def condition(pr: dict | None, ctype: str) -> dict:
+    return next((c for c in ((pr or {}).get("status") or {}).get("conditions") or [] if c["type"] == ctype), {})
+
+
+def offer(stack, model: str) -> dict:
+    return next(o for o in stack.info["seller"]["offers"] if o["model"] == model)
+
+
+def sign_auths(stack, price: str, count: int, network: str = config.CAIP2) -> list[dict]:
+    """EIP-3009 vouchers in the exact spec.preSignedAuths shape buy.py writes (§7.2)."""
+    pay_to = stack.info["seller"]["pay_to"]
+    auths = []
+    for _ in range(count):
+        nonce = "0x" + secrets.token_hex(32)
+        message = {"from": AGENT.address, "to": pay_to, "value": price, "validAfter": "0",
+                   "validBefore": str(int(time.time()) + 86400), "nonce": nonce}
+        typed = {
+            "types": {
+                "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                                 {"name": "chainId", "type": "uint256"},
+                                 {"name": "verifyingContract", "type": "address"}],
+                "TransferWithAuthorization": [
+                    {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
+                    {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
+                    {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"}],
+            },
+            "primaryType": "TransferWithAuthorization",
+            "domain": {"name": "USDC", "version": "2", "chainId": config.CHAIN_ID,
+                       "verifyingContract": config.USDC_ADDRESS},
+            "message": {**message, "value": int(price), "validAfter": 0, "validBefore": int(message["validBefore"]),
+                        "nonce": bytes.fromhex(nonce[2:])},
+        }
+        signature = AGENT.sign_message(encode_typed_data(full_message=typed)).signature.hex()
+        auths.append({"id": nonce, "payment": {
+            "x402Version": 2,
+            "accepted": {"scheme": "exact", "network": network, "amount": price, "asset": config.USDC_ADDRESS,
+                         "payTo": pay_to, "maxTimeoutSeconds": 300, "extra": {"name": "USDC", "version": "2"}},
+            "payload": {"signature": "0x" + signature.removeprefix("0x"), "authorization": message},
+        }})
+    return auths
+
+
+def spec_for(stack, model: str, auths: list[dict], *, price: str | None = None,
+             network: str = config.CHAIN_NAME) -> dict:
+    o = offer(stack, model)
+    return {"endpoint": o["url"] + "/v1/chat/completions", "model": model, "count": max(1, len(auths)),
+            "payment": {"network": network, "payTo": stack.info["seller"]["pay_to"], "price": price or o["price"],
+                        "asset": config.USDC_ADDRESS, "assetSymbol": "USDC", "assetDecimals": 6,
+                        "assetTransferMethod": "eip3009", "eip712Name": "USDC", "eip712Version": "2"},
+            "preSignedAuths": auths}
+
+
+def usdc_balance(stack, address: str) -> int:
+    data = "0x70a08231" + address.lower().removeprefix("0x").rjust(64, "0")
+    resp = requests.post(stack.info["chain"]["rpc"], timeout=10, json={
+        "jsonrpc": "2.0", "id": 1, "method": "eth_call", "params": [{"to": config.USDC_ADDRESS, "data": data}, "latest"]})
+    return int(resp.json()["result"], 16)
+
+
+def buyer_status(stack) -> dict:
+    return requests.get(stack.info["buyer"]["url"] + "/status", timeout=5).json()
+
+
+def chat(stack, model: str, **extra) -> requests.Response:
+    return requests.post(stack.info["buyer"]["url"] + "/v1/chat/completions", timeout=60, json={
+        "model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8, **extra})
+
+
+def is_ready(pr: dict | None) -> bool:
+    return condition(pr, "Ready").get("status") == "True"
+
+
+@pytest.fixture(scope="module")
+def kube(cluster) -> Kube:
+    return Kube(cluster.info["kube"])
+
+
+@pytest.fixture(scope="module")
+def qwen_purchase(cluster, kube) -> dict:
+    """A Ready purchase of 3 vouchers for the seller's first offer."""
+    model = config.OFFERS[0]["model"]
+    kube.create("qwen", spec_for(cluster, model, sign_auths(cluster, offer(cluster, model)["price"], 3)))
+    return kube.wait("qwen", is_ready)
+
+
+def test_purchase_becomes_ready_with_the_reference_status(cluster, qwen_purchase):
+    pr, model = qwen_purchase, config.OFFERS[0]["model"]
+    status = pr["status"]
+    assert status["observedGeneration"] == pr["metadata"]["generation"]
+    assert status["remaining"] == 3 and status["spent"] == 0 and status["totalSigned"] == 3
+    assert status["publicModel"] == f"paid/{model}"
+    assert status["signerAddress"] == AGENT.address
+    assert status["probedPrice"] == offer(cluster, model)["price"]
+    assert "obol.org/purchase-finalizer" in pr["metadata"]["finalizers"]
+    reasons = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert reasons == {"Probed": ("True", "Validated"), "AuthsLoaded": ("True", "Loaded"),
+                       "Configured": ("True", "Written"), "Ready": ("True", "Reconciled")}
+    assert condition(pr, "Ready")["message"] == "Sidecar: 3 remaining, 0 spent"
+    assert buyer_status(cluster)["qwen"] == {
+        "url": offer(cluster, model)["url"], "remote_model": model, "public_model": f"paid/{model}",
+        "remaining": 3, "spent": 0, "network": config.CHAIN_NAME}
+    models = requests.get(cluster.info["buyer"]["url"] + "/v1/models", timeout=5).json()
+    assert f"paid/{model}" in [m["id"] for m in models["data"]]
+
+
+def test_paid_chat_spends_one_voucher_and_settles_the_price(cluster, kube, qwen_purchase):
+    model, pay_to = config.OFFERS[0]["model"], cluster.info["seller"]["pay_to"]
+    price = int(offer(cluster, model)["price"])
+    before = usdc_balance(cluster, pay_to)
+    resp = chat(cluster, f"paid/{model}")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["choices"][0]["message"]["content"] == f"paid answer from {model} via x402"
+    assert "PAYMENT-RESPONSE" in resp.headers
+    assert usdc_balance(cluster, pay_to) - before == price
+    live = buyer_status(cluster)["qwen"]
+    assert (live["remaining"], live["spent"]) == (2, 1)
+    # The controller mirrors the buyer's counters into the status while Ready.
+    pr = kube.wait("qwen", lambda p: p["status"].get("spent") == 1)
+    assert pr["status"]["remaining"] == 2 and is_ready(pr)
+    assert condition(pr, "Ready")["message"] == "Sidecar: 2 remaining, 1 spent"
+    assert condition(pr, "Ready")["lastTransitionTime"] == condition(qwen_purchase, "Ready")["lastTransitionTime"]
+
+
+def test_streaming_chat_passes_server_sent_events_through(cluster, qwen_purchase):
+    model = config.OFFERS[0]["model"]
+    resp = chat(cluster, f"openai/paid/{model}", stream=True)
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    assert "via x402" in resp.text and resp.text.rstrip().endswith("data: [DONE]")
+
+
+def test_unknown_model_is_404(cluster):
+    resp = chat(cluster, "paid/nobody-sells-this")
+    assert resp.status_code == 404
+    assert resp.json()["error"]["message"] == "no purchased upstream mapped for requested model"
+
+
+def test_price_that_differs_from_the_seller_is_a_pricing_mismatch(cluster, kube):
+    model = config.OFFERS[1]["model"]
+    real = offer(cluster, model)["price"]
+    kube.create("mismatch", spec_for(cluster, model, sign_auths(cluster, "1", 1), price="1"))
+    pr = kube.wait("mismatch", lambda p: condition(p, "Probed").get("status") == "False")
+    assert condition(pr, "Probed")["reason"] == "PricingMismatch"
+    assert condition(pr, "Probed")["message"] == f"spec.price=1 but endpoint wants {real}"
+    assert not is_ready(pr) and "mismatch" not in buyer_status(cluster)
+
+
+def test_second_purchase_of_the_same_model_is_a_duplicate(cluster, kube, qwen_purchase):
+    model = config.OFFERS[0]["model"]
+    kube.create("qwen-again", spec_for(cluster, model, sign_auths(cluster, offer(cluster, model)["price"], 1)))
+    pr = kube.wait("qwen-again", lambda p: condition(p, "Configured").get("status") == "False")
+    assert condition(pr, "Configured")["reason"] == "DuplicateModel"
+    assert "qwen-again" not in buyer_status(cluster)
+
+
+def test_purchase_without_vouchers_has_no_auths(cluster, kube):
+    kube.create("empty", spec_for(cluster, config.OFFERS[2]["model"], []))
+    pr = kube.wait("empty", lambda p: condition(p, "AuthsLoaded").get("status") == "False")
+    assert condition(pr, "AuthsLoaded")["reason"] == "NoAuths"
+    assert condition(pr, "Probed")["status"] == "True"
+
+
+def test_legacy_v1_seller_is_paid_with_x_payment(cluster, kube):
+    model, pay_to = "legacy-model", cluster.info["seller"]["pay_to"]
+    price = offer(cluster, model)["price"]
+    kube.create("legacy", spec_for(cluster, model, sign_auths(cluster, price, 1, network=config.CHAIN_NAME)))
+    kube.wait("legacy", is_ready)
+    before = usdc_balance(cluster, pay_to)
+    resp = chat(cluster, f"paid/{model}")
+    assert resp.status_code == 200, resp.text
+    assert usdc_balance(cluster, pay_to) - before == int(price)
+    assert buyer_status(cluster)["legacy"]["spent"] == 1
+
+
+def test_drained_purchase_is_deleted_and_torn_down(cluster, kube):
+    model = config.OFFERS[4]["model"]
+    kube.create("drain", spec_for(cluster, model, sign_auths(cluster, offer(cluster, model)["price"], 1)))
+    kube.wait("drain", is_ready)
+    assert chat(cluster, f"paid/{model}").status_code == 200
+    empty = chat(cluster, f"paid/{model}")
+    assert empty.status_code == 402
+    assert empty.json()["error"]["message"] == "no pre-signed authorizations left for drain"
+    kube.delete("drain")
+    kube.wait("drain", lambda p: p is None)
+    assert "drain" not in buyer_status(cluster)
+    buyer = cluster.info["buyer"]
+    assert not (Path(buyer["config_dir"]) / "drain.json").exists()
+    assert not (Path(buyer["auths_dir"]) / "drain.json").exists()
+
+
+def test_purchase_with_vouchers_left_drains_before_deletion(cluster, kube):
+    model = config.OFFERS[5]["model"]
+    kube.create("undrained", spec_for(cluster, model, sign_auths(cluster, offer(cluster, model)["price"], 1)))
+    kube.wait("undrained", is_ready)
+    kube.delete("undrained")
+    pr = kube.wait("undrained", lambda p: condition(p, "Deleting").get("status") == "True")
+    assert condition(pr, "Deleting")["reason"] == "Draining"
+    assert buyer_status(cluster)["undrained"]["remaining"] == 1
+    assert chat(cluster, f"paid/{model}").status_code == 200  # the route still serves while draining
+    kube.wait("undrained", lambda p: p is None)
