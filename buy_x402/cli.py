@@ -251,7 +251,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None,
             raise UsageError("no command given", hint="see `buy.py --help`")
         from . import settings as settings_mod
         ctx = Context(settings=settings_mod.load(environ),
-                      notify=out.err, warn=out.warn, progress=out.progress)
+                      notify=out.err, warn=out.warn, progress=out.progress,
+                      stream=lambda line: print(line, file=out.stdout, flush=True))
         module_name, func_name = args.handler.split(":")
         handler = getattr(importlib.import_module(f"buy_x402.commands.{module_name}"), func_name)
         result: Result = handler(ctx, args)

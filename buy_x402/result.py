@@ -21,9 +21,11 @@ class Result:
 class Context:
     """What a command gets from the CLI: resolved settings and the callbacks that report progress.
 
-    `notify` and `progress` write to stderr (the CLI owns them); commands never print.
+    `notify` and `progress` write to stderr (the CLI owns them); commands never print. `stream`, when
+    set, writes one line to stdout at once (the CLI owns it too).
     """
     settings: Settings
     notify: Callable[[str], None]
     progress: Callable[[str, int, int], None]
     warn: Callable[[str], None]
+    stream: Callable[[str], None] | None = None   # stdout, line by line, for output that must not wait (pay-agent)
