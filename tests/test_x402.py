@@ -280,7 +280,7 @@ class _Seller(BaseHTTPRequestHandler):
 def seller_url():
     _Seller.seen = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Seller)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
