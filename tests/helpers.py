@@ -1,0 +1,74 @@
+"""Small readers of the devstack's real state, for assertions (kube objects, balances, pools, configs)."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import requests
+
+from devstack import config
+from devstack.stack import Stack
+
+PR_PATH = "/apis/obol.org/v1alpha1/namespaces/{ns}/purchaserequests"
+
+
+def offer(stack: Stack, model: str) -> dict:
+    return next(o for o in stack.info["seller"]["offers"] if o["model"] == model)
+
+
+def kube_get(stack: Stack, name: str) -> dict | None:
+    kube = stack.info["kube"]
+    url = kube["server"] + PR_PATH.format(ns=kube["namespace"]) + f"/{name}"
+    resp = requests.get(url, headers={"Authorization": f"Bearer {kube['token']}"}, verify=kube["ca"], timeout=10)
+    if resp.status_code == 404:
+        return None
+    resp.raise_for_status()
+    return resp.json()
+
+
+def kube_names(stack: Stack) -> list[str]:
+    kube = stack.info["kube"]
+    url = kube["server"] + PR_PATH.format(ns=kube["namespace"])
+    resp = requests.get(url, headers={"Authorization": f"Bearer {kube['token']}"}, verify=kube["ca"], timeout=10)
+    resp.raise_for_status()
+    return sorted(i["metadata"]["name"] for i in resp.json()["items"])
+
+
+def usdc_balance(stack: Stack, owner: str) -> int:
+    data = "0x70a08231" + owner[2:].lower().rjust(64, "0")
+    resp = requests.post(stack.env["ANVIL_RPC_URL"], json={
+        "jsonrpc": "2.0", "id": 1, "method": "eth_call",
+        "params": [{"to": config.USDC_ADDRESS, "data": data}, "latest"]}, timeout=10)
+    return int(resp.json()["result"], 16)
+
+
+def buyer_status(stack: Stack) -> dict:
+    return requests.get(stack.env["X402_BUYER_URL"] + "/status", timeout=5).json()
+
+
+def litellm_chat(stack: Stack, model: str) -> requests.Response:
+    llm = stack.info["litellm"]
+    return requests.post(llm["url"] + "/v1/chat/completions",
+                         headers={"Authorization": f"Bearer {llm['master_key']}"},
+                         json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
+                         timeout=120)
+
+
+def agent_chat(stack: Stack, text: str) -> str:
+    """A chat turn with the running Hermes agent (its API server), no model named."""
+    resp = requests.post(stack.env["HERMES_API_URL"] + "/chat/completions",
+                         headers={"Authorization": f"Bearer {stack.env['HERMES_API_KEY']}"},
+                         json={"messages": [{"role": "user", "content": text}]}, timeout=180)
+    resp.raise_for_status()
+    return resp.json()["choices"][0]["message"]["content"]
+
+
+def config_path(stack: Stack) -> Path:
+    return Path(stack.env["HERMES_HOME"]) / "config.yaml"
+
+
+def file_state(path: Path) -> tuple[str, int, int, int]:
+    """(sha256 of the bytes, mode, uid, gid): equal before and after means untouched."""
+    st = os.stat(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest(), st.st_mode & 0o7777, st.st_uid, st.st_gid

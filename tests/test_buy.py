@@ -1,0 +1,200 @@
+"""`buy` end to end on the devstack: probe, pre-sign through the signer, PurchaseRequest, Ready."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+
+from conftest import run_buy, stack_env
+from devstack import config
+from helpers import buyer_status, kube_get, kube_names, litellm_chat, offer, usdc_balance
+
+MODEL = "qwen3.6-35b"
+NAME = "t-qwen"
+
+
+def buy(stack, name, model, *extra, env=None):
+    return run_buy(["buy", name, "--endpoint", offer(stack, model)["url"], "--model", model, *extra, "--json"],
+                   env or stack_env(stack))
+
+
+def recover(auth: dict) -> str:
+    """The address that signed an ERC-3009 voucher, recovered from its EIP-712 signature."""
+    payment = auth["payment"]
+    accepted, authorization = payment["accepted"], payment["payload"]["authorization"]
+    typed = {
+        "types": {
+            "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                             {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}],
+            "TransferWithAuthorization": [
+                {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
+                {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
+                {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"}]},
+        "primaryType": "TransferWithAuthorization",
+        "domain": {"name": "USDC", "version": "2", "chainId": config.CHAIN_ID,
+                   "verifyingContract": accepted["asset"]},
+        "message": {k: (int(v) if k in ("value", "validAfter", "validBefore") else v)
+                    for k, v in authorization.items()},
+    }
+    return Account.recover_message(encode_typed_data(full_message=typed),
+                                   signature=payment["payload"]["signature"])
+
+
+def test_buy_reaches_ready_and_the_model_is_paid_through_litellm(stack):
+    agent = stack.info["signer"]["address"]
+    pay_to = stack.info["chain"]["pay_to"]
+    price = int(offer(stack, MODEL)["price"])
+
+    result = buy(stack, NAME, MODEL, "--count", "3")
+    assert result.returncode == 0, result.stderr
+    out = result.json
+    assert out["exit_code"] == 0 and "error" not in out
+    assert out["alias"] == f"paid/{MODEL}" and out["count"] == 3 and out["pool"] == 3
+    assert out["price"]["atomic"] == str(price) and out["price"]["symbol"] == "USDC"
+    assert out["chain"] == "base-sepolia"
+    assert out["status"]["ready"] is True and out["status"]["publicModel"] == f"paid/{MODEL}"
+    assert "Probing" in result.stderr and "Ready=True" in result.stderr
+
+    pr = kube_get(stack, NAME)
+    auths = pr["spec"]["preSignedAuths"]
+    assert pr["spec"]["count"] == 3 and len(auths) == 3
+    assert pr["spec"]["model"] == MODEL and pr["spec"]["endpoint"].endswith("/services/qwen/v1/chat/completions")
+    assert pr["spec"]["payment"]["network"] == "base-sepolia" and pr["spec"]["payment"]["price"] == str(price)
+    assert len({a["id"] for a in auths}) == 3
+    for auth in auths:  # every voucher was signed by the agent's wallet, for exactly the price, to the seller
+        assert set(auth) == {"id", "payment"} and auth["payment"]["x402Version"] == 2
+        assert recover(auth) == agent
+        authorization = auth["payment"]["payload"]["authorization"]
+        assert authorization["value"] == str(price) and authorization["to"].lower() == pay_to.lower()
+        assert authorization["nonce"] == auth["id"]
+
+    before_seller, before_agent = usdc_balance(stack, pay_to), usdc_balance(stack, agent)
+    spent_before = buyer_status(stack)[NAME]["spent"]
+    resp = litellm_chat(stack, f"paid/{MODEL}")
+    assert resp.status_code == 200, resp.text
+    assert f"paid answer from {MODEL}" in resp.json()["choices"][0]["message"]["content"]
+    assert buyer_status(stack)[NAME]["spent"] == spent_before + 1
+    assert usdc_balance(stack, pay_to) - before_seller == price
+    assert before_agent - usdc_balance(stack, agent) == price
+
+
+def test_vouchers_pass_the_x402_sdk_verifier(stack):
+    from x402.mechanisms.evm.eip712 import hash_eip3009_authorization
+    from x402.mechanisms.evm.types import ExactEIP3009Payload
+    from x402.mechanisms.evm.verify import verify_eoa_signature
+
+    pr = kube_get(stack, NAME)
+    assert pr is not None, "depends on the purchase made by the test above"
+    for auth in pr["spec"]["preSignedAuths"]:
+        payment = auth["payment"]
+        payload = ExactEIP3009Payload.from_dict(payment["payload"])
+        digest = hash_eip3009_authorization(payload.authorization, config.CHAIN_ID, payment["accepted"]["asset"],
+                                            "USDC", "2")
+        signature = bytes.fromhex(payment["payload"]["signature"][2:])
+        assert verify_eoa_signature(digest, signature, payload.authorization.from_address)
+        assert not verify_eoa_signature(digest, signature, stack.info["chain"]["pay_to"])
+
+
+def test_topup_keeps_the_active_tail(stack):
+    before = kube_get(stack, NAME)["spec"]["preSignedAuths"]
+    live = buyer_status(stack)[NAME]
+    remaining = live["remaining"]
+    assert 0 < remaining < len(before)
+    result = buy(stack, NAME, MODEL, "--count", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.json["topup"] is True and result.json["pool"] == remaining + 2
+    after = kube_get(stack, NAME)["spec"]["preSignedAuths"]
+    assert [a["id"] for a in after[:remaining]] == [a["id"] for a in before[-remaining:]]
+    assert not {a["id"] for a in after[remaining:]} & {a["id"] for a in before}
+    assert buyer_status(stack)[NAME]["remaining"] == remaining + 2
+
+
+def _unchanged(stack):
+    """What a failed buy must leave exactly as it was: the purchases and the wallet."""
+    return ({n: (kube_get(stack, n) or {}).get("metadata", {}).get("resourceVersion") for n in kube_names(stack)},
+            usdc_balance(stack, stack.info["signer"]["address"]))
+
+
+def test_a_second_purchase_name_for_the_same_model_is_refused(stack):
+    before = _unchanged(stack)
+    result = buy(stack, "t-qwen-again", MODEL, "--count", "1")
+    assert result.returncode == 1
+    assert f"model {MODEL} is already owned by PurchaseRequest {NAME}" in result.json["error"]["message"]
+    assert _unchanged(stack) == before and kube_get(stack, "t-qwen-again") is None
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["--count", "0"], 2, "expected a number >= 1"),
+    (["--count", "2", "--budget", "1000"], 2, "budget"),
+    (["--budget", "1 OBOL"], 1, "OBOL"),
+    (["--network", "mainnet"], 1, "mainnet"),
+    (["--network", "nowhere"], 1, "nowhere"),
+    (["--payment-option", "7"], 1, "7"),
+    (["--auth-ttl", "soon"], 2, "soon"),
+    (["--cost-cap", "2000"], 2, "--cost-cap requires --auto-refill"),
+    (["--no-canary"], 2, "--no-canary only applies with --set-default"),
+])
+def test_bad_arguments_are_refused_before_anything_is_signed(stack, args, code, message):
+    before = _unchanged(stack)
+    result = buy(stack, "t-bad", "deepseek-v4-pro", *args)
+    assert result.returncode == code, result.stdout + result.stderr
+    assert result.json["exit_code"] == code
+    assert message in result.json["error"]["message"] + result.json["error"].get("hint", "")
+    assert _unchanged(stack) == before and kube_get(stack, "t-bad") is None
+
+
+@pytest.mark.parametrize("name,endpoint_of,message", [
+    ("Bad_Name", None, "not a valid Kubernetes name"),
+    ("t-bad", lambda s: "ftp://seller", "not an http(s) URL"),
+    ("t-bad", lambda s: s.info["litellm"]["url"], "402"),                    # answers, but not with 402
+    ("t-bad", lambda s: "http://127.0.0.1:9", "cannot reach"),              # nothing listens
+])
+def test_bad_endpoints_and_names(stack, name, endpoint_of, message):
+    before = _unchanged(stack)
+    endpoint = endpoint_of(stack) if endpoint_of else offer(stack, "deepseek-v4-pro")["url"]
+    result = run_buy(["buy", name, "--endpoint", endpoint, "--model", "deepseek-v4-pro", "--json"], stack_env(stack))
+    assert result.returncode in (1, 2)
+    assert message in result.json["error"]["message"]
+    assert _unchanged(stack) == before
+
+
+def test_signer_down_fails_cleanly(stack):
+    before = _unchanged(stack)
+    result = buy(stack, "t-bad", "deepseek-v4-pro", "--count", "1",
+                 env=stack_env(stack, REMOTE_SIGNER_URL="http://127.0.0.1:9"))
+    assert result.returncode == 1
+    assert "remote-signer" in result.json["error"]["message"] or "signer" in result.json["error"]["message"]
+    assert _unchanged(stack) == before
+
+
+def test_short_balance_is_refused_without_force(stack):
+    agent = stack.info["signer"]["address"]
+    balance = usdc_balance(stack, agent)
+    price = int(offer(stack, "deepseek-v4-pro")["price"])
+    count = balance // price + 1
+    if count > 1000:
+        pytest.skip("the devstack wallet holds more than 1000 vouchers' worth of this offer")
+    before = _unchanged(stack)
+    result = buy(stack, "t-bad", "deepseek-v4-pro", "--count", str(count))
+    assert result.returncode == 1
+    assert "--force" in result.json["error"]["hint"]
+    assert _unchanged(stack) == before
+
+
+def test_not_ready_in_time_exits_3_and_says_the_purchase_exists(stack):
+    controller = stack.pid("controller")
+    os.kill(controller, signal.SIGSTOP)  # the controller cannot reconcile: the purchase stays not Ready
+    try:
+        result = buy(stack, "t-phi", "phi-5", "--count", "1", "--timeout", "2", "--set-default")
+    finally:
+        os.kill(controller, signal.SIGCONT)
+    assert result.returncode == 3, result.stderr
+    err = result.json["error"]
+    assert err["code"] == "not_ready"
+    assert "exists and is funded" in err["message"] and "top it up" in err["message"]
+    assert "buy.py status t-phi" in err["hint"] and "default set paid/phi-5" in err["hint"]
+    assert result.json["set_default"] is None
+    assert kube_get(stack, "t-phi") is not None
