@@ -248,7 +248,15 @@ def expected_after(before: Snapshot, model: str) -> dict:
 def config_lock(cfg: HermesConfig) -> Iterator[None]:
     """Serialise buy.py runs around read-check-write-verify (Hermes itself takes no such lock)."""
     lock_path = cfg.path.parent / LOCK_NAME
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:
+        raise _refuse(cfg, "the Hermes config directory does not exist",
+                      "check HERMES_HOME and the active profile; Hermes must have been set up",
+                      "config_missing") from None
+    except OSError as exc:
+        raise _refuse(cfg, f"cannot create the lock file {lock_path} ({exc.strerror})",
+                      "run as the user that owns the Hermes home", "config_unwritable") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -316,7 +324,11 @@ def write_default(cfg: HermesConfig, before: Snapshot, model: str, *, hermes_bin
             if rc == 0:
                 return WriteResult("hermes-cli", _excerpt(out, secret) or "exit 0")
             why = f"Hermes CLI exited {rc}: {_excerpt(err or out, secret)}"
-    _write_fallback(cfg, before, model)
+    try:
+        _write_fallback(cfg, before, model)
+    except OSError as exc:
+        raise _refuse(cfg, f"{why}, and the direct edit failed too ({exc.strerror}); the file is "
+                      "unchanged", "run as the user that owns the Hermes home", "write_failed") from None
     return WriteResult("fallback", why)
 
 
@@ -379,7 +391,14 @@ def verify_write(cfg: HermesConfig, before: Snapshot, model: str) -> None:
     differences = _read_back(cfg, before, model)
     if not differences:
         return
-    restore_bytes(cfg, before)
+    try:
+        restore_bytes(cfg, before)
+    except OSError as exc:
+        raise HermesConfigError(
+            f"the write to {cfg.path} did not verify ({'; '.join(differences)}) and the original "
+            f"could NOT be put back ({exc.strerror})",
+            hint="check model.default with `hermes config get model.default` and fix the file by hand",
+            code="restore_failed", data={"path": str(cfg.path), "differences": differences}) from None
     raise HermesConfigError(
         f"the write to {cfg.path} did not verify ({'; '.join(differences)}); "
         "the original file was put back unchanged",

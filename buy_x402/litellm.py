@@ -50,7 +50,10 @@ class LiteLLMClient:
 
     def _http_error(self, response: requests.Response, what: str) -> LiteLLMError:
         status = response.status_code
-        if status in (401, 403):
+        if status == 402:
+            hint = "the paid model could not pay the seller; check the purchase with `buy.py status NAME`"
+            code = "litellm_payment"
+        elif status in (401, 403):
             hint = "model.api_key in the Hermes config is not accepted by LiteLLM"
             code = "litellm_auth"
         elif status >= 500:

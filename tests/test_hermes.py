@@ -465,3 +465,22 @@ def test_current_model_and_endpoint():
     assert hermes.current_model({"model": "plain"}) == "plain"
     assert hermes.current_model({"model": {"model": "alias"}}) == "alias"
     assert hermes.litellm_endpoint({"model": "plain"}) == (None, None)
+
+
+@needs_hermes
+def test_cli_refusal_of_a_pinned_key_is_never_written_around(tmp_path, user_home, monkeypatch):
+    """An administrator pin (managed scope) makes the real CLI exit 1: that is a refusal, and the
+    fallback writer must not edit the file the pin would override anyway."""
+    home = make_home(tmp_path)
+    pinned = tmp_path / "etc-hermes"
+    pinned.mkdir()
+    (pinned / "config.yaml").write_text("model:\n  default: admin/model\n")
+    monkeypatch.setenv("HERMES_MANAGED_DIR", str(pinned))
+    error = refuse(settings_for(home, user_home), home / "config.yaml")
+    assert error.code == "managed" and "administrator" in error.message
+
+
+def test_missing_home_directory_is_refused(tmp_path, user_home):
+    with pytest.raises(HermesConfigError) as err:
+        adopt(settings_for(tmp_path / "nowhere", user_home), NEW_MODEL)
+    assert err.value.code == "config_missing"
