@@ -1,18 +1,29 @@
-"""402 parsing (v2 header built by the x402 SDK itself, v1 body), chains, tokens, option choice, probe."""
+"""402 parsing (v2 header built by the x402 SDK itself, v1 body), chains, tokens, option choice, probe,
+and the JSON-RPC chain client against a real anvil (no devstack needed)."""
 from __future__ import annotations
 
 import base64
 import json
+import socket
+import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from x402.http.utils import encode_payment_required_header
 from x402.schemas import PaymentRequired as SdkPaymentRequired
 from x402.schemas import PaymentRequiredV1
 
-from buy_x402.errors import ChainError, PaymentChoiceError, SellerError
+from buy_x402.chain import ChainClient
+from buy_x402.errors import ChainError, PaymentChoiceError, SellerError, TransportError
 from buy_x402.http import make_session
+from buy_x402.signing import PERMIT2_ADDRESS
+from devstack import config as devstack_config
+from devstack.parts import chain as chain_part
+from devstack.sim.erpc import ErpcHandler
 from buy_x402.x402 import (CHAINS, choose_option, normalize_endpoint, parse_payment_required, probe,
                            resolve_chain, token_meta)
 
@@ -316,3 +327,96 @@ def test_probe_never_follows_redirects(seller_url):
 def test_probe_of_a_free_endpoint_names_the_status_and_url(seller_url):
     with pytest.raises(SellerError, match=r"/free: the seller answered HTTP 200 without asking for payment .*\"ok\""):
         probe(make_session("t"), f"{seller_url}/free", None, kind="http")
+
+
+# ------------------------------------------------------------ chain client (buy_x402.chain) on anvil
+
+ANVIL = Path(__file__).resolve().parent.parent / ".deps" / "node" / "node_modules" / ".bin" / "anvil"
+REVERTER_CODE = "0x60006000fd"  # PUSH1 0 PUSH1 0 REVERT: a contract that reverts every call
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def chain_rpc():
+    """A real anvil with the project's USDC-like token, behind the devstack's eRPC-shaped router."""
+    port = _free_port()
+    anvil_url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "84532"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    router = None
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                chain_part.rpc(anvil_url, "eth_chainId", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        chain_part.place_token(anvil_url, USDC_BASE_SEPOLIA)
+        holder = chain_part.address_of(devstack_config.FACILITATOR_KEY)
+        chain_part.mint(anvil_url, USDC_BASE_SEPOLIA, holder, 1_234_567)
+        chain_part.rpc(anvil_url, "anvil_setCode", [REVERTER, REVERTER_CODE])
+        handler = type("Handler", (ErpcHandler,), {"upstream": urlsplit(anvil_url), "chains": {"base-sepolia"}})
+        router = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        router.daemon_threads = True
+        threading.Thread(target=router.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        yield {"erpc": f"http://127.0.0.1:{router.server_address[1]}/rpc", "anvil": anvil_url, "holder": holder}
+    finally:
+        if router is not None:
+            router.shutdown()
+            router.server_close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+REVERTER = "0x" + "5e" * 20
+
+
+def test_chain_code_and_balances(chain_rpc):
+    chain = ChainClient(make_session("t"), chain_rpc["erpc"])
+    base_sepolia = resolve_chain("base-sepolia")
+    assert chain.has_code(base_sepolia, USDC_BASE_SEPOLIA)
+    assert not chain.has_code("base-sepolia", PAY_TO)
+    assert chain.get_code("base-sepolia", PAY_TO) == "0x"
+    assert chain.balance_of(base_sepolia, USDC_BASE_SEPOLIA, chain_rpc["holder"]) == 1_234_567
+    assert chain.balance_of(base_sepolia, USDC_BASE_SEPOLIA, PAY_TO) == 0
+    with pytest.raises(ChainError, match="returned no value .*is there a token contract"):
+        chain.balance_of(base_sepolia, PAY_TO, chain_rpc["holder"])
+
+
+def test_chain_allowance_follows_an_approve(chain_rpc):
+    chain = ChainClient(make_session("t"), chain_rpc["erpc"])
+    holder = chain_rpc["holder"]
+    assert chain.allowance("base-sepolia", USDC_BASE_SEPOLIA, holder, PERMIT2_ADDRESS) == 0
+    tx = chain_part.rpc(chain_rpc["anvil"], "eth_sendTransaction", [{
+        "from": holder, "to": USDC_BASE_SEPOLIA,
+        "data": chain_part.calldata("approve(address,uint256)", PERMIT2_ADDRESS, 777)}])
+    assert chain_part.rpc(chain_rpc["anvil"], "eth_getTransactionReceipt", [tx]) is not None
+    assert chain.allowance("base-sepolia", USDC_BASE_SEPOLIA, holder, PERMIT2_ADDRESS) == 777
+
+
+def test_chain_nonces(chain_rpc):
+    chain = ChainClient(make_session("t"), chain_rpc["erpc"])
+    assert chain.nonces("base-sepolia", USDC_BASE_SEPOLIA, PAY_TO) == 0   # EIP-2612 token
+    assert chain.nonces("base-sepolia", PAY_TO, PAY_TO) is None           # no code: silent
+    assert chain.nonces("base-sepolia", REVERTER, PAY_TO) is None         # reverts
+
+
+def test_chain_errors_name_chain_and_method(chain_rpc):
+    chain = ChainClient(make_session("t"), chain_rpc["erpc"])
+    with pytest.raises(ChainError, match="eth_noSuchMethod on base-sepolia failed") as info:
+        chain.rpc("base-sepolia", "eth_noSuchMethod", [])
+    assert info.value.data["rpc_error"]["code"] == -32601
+    with pytest.raises(ChainError, match=r"eth_chainId on mainnet: RPC answered HTTP 404: .*network not supported"):
+        chain.rpc("mainnet", "eth_chainId")
+    with pytest.raises(ChainError, match="eth_call on base-sepolia failed: .*revert"):
+        chain.balance_of("base-sepolia", REVERTER, PAY_TO)
+    with pytest.raises(TransportError, match="cannot reach the chain RPC"):
+        ChainClient(make_session("t"), f"http://127.0.0.1:{_free_port()}/rpc").rpc("base-sepolia", "eth_chainId")
