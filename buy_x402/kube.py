@@ -306,6 +306,7 @@ class KubeClient:
         if arrived(obj):
             return obj
         while (left := deadline - time.monotonic()) > 0:
+            started = time.monotonic()
             try:
                 for kind, event_obj in self.watch(name, seen["watch_rv"], timeout_s=left):
                     if kind == "BOOKMARK":  # only a newer resourceVersion to resume from
@@ -326,6 +327,8 @@ class KubeClient:
             except TransportError:
                 if time.monotonic() < deadline:
                     raise
+            if time.monotonic() - started < 0.2:
+                time.sleep(0.2)  # a stream that closes at once must not turn into a busy loop
         raise WaitTimeout(f"{name} did not reach the expected state within {timeout_s:g} s",
                           data={"name": name, "timeout_s": timeout_s, "last": seen["last"]})
 

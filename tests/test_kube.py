@@ -243,3 +243,38 @@ def test_tls_is_verified_against_the_serving_cert(client):
     # The system CA bundle does not know the devstack's self-signed serving cert.
     with pytest.raises(TransportError):
         KubeClient(dataclasses.replace(client.config, verify=True)).list()
+
+
+def test_watch_from_a_too_old_version_is_gone(client):
+    name = _name()
+    client.create(_pr(name))
+    with pytest.raises(KubeApiError) as exc:
+        list(client.watch(name, resource_version="1", timeout_s=2))
+    assert exc.value.status_code == 410
+    assert "too old resource version" in exc.value.message
+
+
+class _FirstGetIsStale(KubeClient):
+    """The first GET hands back a version the server has long forgotten, as after a long pause."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.gets = 0
+
+    def get(self, name):
+        obj = super().get(name)
+        self.gets += 1
+        if self.gets == 1:
+            obj["metadata"]["resourceVersion"] = "1"
+        return obj
+
+
+def test_wait_for_recovers_from_gone_by_reading_again(client):
+    name = _name()
+    client.create(_pr(name))
+    stale = _FirstGetIsStale(client.config)
+    writer = _set_status_later(client, name, 0.5, remaining=2)
+    got = stale.wait_for(name, lambda o: (o.get("status") or {}).get("remaining") == 2, timeout_s=10)
+    writer.join()
+    assert got["status"]["remaining"] == 2
+    assert stale.gets >= 2  # the real 410 from the server made it read the object again
