@@ -7,7 +7,7 @@ one being paid in is refused rather than converted: there is no price oracle her
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from decimal import Context, Decimal
 
 from .errors import PaymentChoiceError, UsageError
 
@@ -18,6 +18,7 @@ DEFAULT_AUTH_TTL_SECONDS = 30 * 24 * 3600
 MIN_AUTH_TTL_SECONDS = 600
 MAX_SAFE_DEADLINE = 4294967295        # "never": the largest uint32, what upstream uses
 NEVER_WORDS = ("never", "0", "none", "-1")
+_EXACT = Context(prec=200)  # uint256 has 78 digits: never let scaling round
 
 _MONEY = re.compile(r"^(?P<dollar>\$)?\s*(?P<num>\d+(?:\.\d*)?|\.\d+)\s*(?P<sym>[A-Za-z][A-Za-z0-9.\-]*)?$")
 
@@ -52,7 +53,7 @@ def parse_money(text: str, *, decimals: int | None, symbol: str | None, what: st
         raise PaymentChoiceError(f"{what} {raw!r} is in token units but the asset's decimals are unknown",
                                  hint="give the amount in atomic units (a bare integer)")
     number = Decimal(match["num"])
-    scaled = number.scaleb(decimals)
+    scaled = number.scaleb(decimals, context=_EXACT)
     if scaled != scaled.to_integral_value():
         raise UsageError(f"{what} {raw!r} has more than {decimals} decimal places for {symbol or 'this token'}")
     value = int(scaled)
@@ -66,7 +67,7 @@ def format_amount(atomic: int, decimals: int | None, symbol: str | None) -> str:
     atomic = int(atomic)
     if decimals is None:
         return f"{atomic} atomic units" + (f" of {symbol}" if symbol else "")
-    scaled = Decimal(atomic).scaleb(-decimals)
+    scaled = Decimal(atomic).scaleb(-decimals, context=_EXACT)
     text = f"{scaled:f}"
     if "." in text:
         text = text.rstrip("0").rstrip(".")

@@ -28,6 +28,8 @@ def test_parse_money_usdc(text, expected):
 
 def test_parse_money_eighteen_decimals():
     assert parse_money("2.5 OBOL", decimals=18, symbol="OBOL") == 2_500_000_000_000_000_000
+    # 30+ significant digits: no rounding by the default 28-digit decimal context.
+    assert parse_money("123456789012.123456789012345678", decimals=18, symbol="OBOL") == 123456789012123456789012345678
     assert parse_money("1", decimals=18, symbol="OBOL") == 1  # bare integer stays atomic
 
 
@@ -75,6 +77,7 @@ def test_parse_money_names_the_flag():
     (10**18, 18, "OBOL", "1 OBOL (1000000000000000000 atomic)"),
     (1, 18, "OBOL", "0.000000000000000001 OBOL (1 atomic)"),
     (42, None, None, "42 atomic units"),
+    (123456789012123456789012345678, 18, "OBOL", "123456789012.123456789012345678 OBOL (123456789012123456789012345678 atomic)"),
     (42, 2, None, "0.42 (42 atomic)"),
 ])
 def test_format_amount(atomic, decimals, symbol, text):
