@@ -18,10 +18,15 @@ import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from .errors import HermesConfigError, UsageError
 from .settings import Settings
+# The adoption record (set-default step 6) lives in statefile.py and is reached through this module.
+from .statefile import (
+    drop_pending, last_adoption, mark_applied, pop_adoption, read_state, record_event,
+    record_pending, state_path,
+)
 from .yamlfile import YamlParseError, atomic_write, dump_yaml, parse_yaml
 
 CONFIG_NAME = "config.yaml"
@@ -244,24 +249,46 @@ def expected_after(before: Snapshot, model: str) -> dict:
     return data
 
 
-@contextlib.contextmanager
-def config_lock(cfg: HermesConfig) -> Iterator[None]:
+class ConfigLock:
+    """An exclusive flock on `<config dir>/.buy-x402.lock`, shared by concurrent buy.py runs.
+
+    The lock file is opened when the object is made, so a missing or unwritable directory is
+    reported by `config_lock(cfg)` itself; `with` then waits for the lock.
+    """
+
+    def __init__(self, cfg: HermesConfig) -> None:
+        lock_path = cfg.path.parent / LOCK_NAME
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            raise _refuse(cfg, "the Hermes config directory does not exist",
+                          "check HERMES_HOME and the active profile; Hermes must have been set up",
+                          "config_missing") from None
+        except OSError as exc:
+            raise _refuse(cfg, f"cannot create the lock file {lock_path} ({exc.strerror})",
+                          "run as the user that owns the Hermes home", "config_unwritable") from None
+
+    def __enter__(self) -> "ConfigLock":
+        assert self._fd is not None, "a ConfigLock is used once"
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def config_lock(cfg: HermesConfig) -> ConfigLock:
     """Serialise buy.py runs around read-check-write-verify (Hermes itself takes no such lock)."""
-    lock_path = cfg.path.parent / LOCK_NAME
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    except FileNotFoundError:
-        raise _refuse(cfg, "the Hermes config directory does not exist",
-                      "check HERMES_HOME and the active profile; Hermes must have been set up",
-                      "config_missing") from None
-    except OSError as exc:
-        raise _refuse(cfg, f"cannot create the lock file {lock_path} ({exc.strerror})",
-                      "run as the user that owns the Hermes home", "config_unwritable") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
+    return ConfigLock(cfg)
 
 
 def _cli_argv(cfg: HermesConfig, hermes_bin: str, model: str) -> list[str]:
@@ -419,6 +446,8 @@ def restore_bytes(cfg: HermesConfig, before: Snapshot) -> None:
 
 
 __all__ = [
+    "drop_pending", "last_adoption", "mark_applied", "pop_adoption", "read_state", "record_event",
+    "record_pending", "state_path", "ConfigLock",
     "HermesConfig", "Snapshot", "WriteResult", "resolve_config", "read_snapshot", "load_snapshot",
     "check_managed", "current_model", "litellm_endpoint", "check_model_value", "expected_after",
     "config_lock", "write_default", "verify_write", "restore_bytes",

@@ -15,11 +15,13 @@ import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import HermesConfigError
-from .hermes import HermesConfig, current_model
 from .yamlfile import YamlParseError, atomic_write, parse_yaml
+
+if TYPE_CHECKING:  # hermes re-exports this module's functions, so no runtime import back
+    from .hermes import HermesConfig
 
 STATE_VERSION = 1
 STATE_DIR = "buy-x402"
@@ -80,6 +82,7 @@ def _current_default(cfg: HermesConfig) -> str | None:
         data = parse_yaml(cfg.path.read_bytes())
     except (OSError, YamlParseError):
         return None
+    from .hermes import current_model
     return current_model(data) if isinstance(data, dict) else None
 
 

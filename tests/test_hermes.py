@@ -484,3 +484,15 @@ def test_missing_home_directory_is_refused(tmp_path, user_home):
     with pytest.raises(HermesConfigError) as err:
         adopt(settings_for(tmp_path / "nowhere", user_home), NEW_MODEL)
     assert err.value.code == "config_missing"
+
+
+def test_lock_is_opened_when_made_so_callers_can_refuse_before_with(tmp_path, user_home):
+    cfg = hermes.resolve_config(settings_for(tmp_path / "nowhere", user_home))
+    with pytest.raises(HermesConfigError) as err:
+        hermes.config_lock(cfg)
+    assert err.value.code == "config_missing"
+
+
+def test_state_functions_are_reachable_through_the_hermes_module():
+    assert hermes.record_pending is statefile.record_pending
+    assert hermes.pop_adoption is statefile.pop_adoption
