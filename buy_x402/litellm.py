@@ -75,11 +75,14 @@ class LiteLLMClient:
             payload = response.json()
         except ValueError:
             payload = None
+            shape = "a body that is not JSON"
+        else:
+            shape = "JSON that is not an OpenAI model list (`data: [{id}]`)"
         items = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("id"), str)
                                                   for i in items):
             raise LiteLLMError(
-                f"LiteLLM GET /models did not return an OpenAI model list: {self._excerpt(response.text)}",
+                f"LiteLLM GET /models answered 200 with {shape}: {self._excerpt(response.text)}",
                 hint="check that model.base_url points at LiteLLM's /v1", code="litellm_bad_response",
                 data={"status": response.status_code, "url": response.url})
         return [item["id"] for item in items]

@@ -110,13 +110,15 @@ def test_list_models_http_failures(server, client, status, code, words):
     assert_secret_free(err.value)
 
 
-@pytest.mark.parametrize("body", ["<html>gateway</html>", '{"data": "nope"}', '[1, 2]',
-                                  '{"data": [{"name": "x"}]}'])
-def test_list_models_garbage_is_refused(server, client, body):
+@pytest.mark.parametrize("body, words", [("<html>gateway</html>", "not JSON"),
+                                         ('{"data": "nope"}', "not an OpenAI model list"),
+                                         ('[1, 2]', "not an OpenAI model list"),
+                                         ('{"data": [{"name": "x"}]}', "not an OpenAI model list")])
+def test_list_models_garbage_is_refused(server, client, body, words):
     server.answer("GET", "/v1/models", (200, body))
     with pytest.raises(LiteLLMError) as err:
         client.list_models()
-    assert err.value.code == "litellm_bad_response"
+    assert err.value.code == "litellm_bad_response" and words in err.value.message
     assert_secret_free(err.value)
 
 
