@@ -4,6 +4,9 @@ The gateway re-reads `model.default` from config.yaml on every message, which is
 `buy.py --set-default` relies on; its OpenAI-compatible API server (HERMES_API_URL, Bearer
 HERMES_API_KEY) is "chatting with the agent": a request that names no model runs one agent turn with
 whatever `model.default` says, through LiteLLM.
+
+HERMES_API_URL ends in /v1 (`http://127.0.0.1:P/v1`): chat with `POST $HERMES_API_URL/chat/completions`.
+The config is exactly Obol's keys; offline guards are environment variables, not config keys.
 """
 from __future__ import annotations
 

@@ -57,7 +57,12 @@ def up(stack: Stack) -> None:
 
     port = stack.free_port()
     env = {
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the cost map from GitHub
+        # Bundled copies instead of fetches from GitHub (cost map, beta headers, blog, presets).
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS": "True",
+        "LITELLM_LOCAL_BLOG_POSTS": "True",
+        "LITELLM_LOCAL_POLICY_TEMPLATES": "True",
+        "LITELLM_LOCAL_AUTOROUTER_PRESETS": "True",
         "LITELLM_TELEMETRY_DISABLED": "true",
         "LITELLM_LOG": "INFO",
         "NO_DOCS": "True",
