@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,11 @@ class Kube:
     def get(self, name: str) -> dict | None:
         resp = self.session.get(f"{self.base}/{name}", timeout=10)
         return None if resp.status_code == 404 else resp.json()
+
+    def replace(self, pr: dict) -> dict:
+        resp = self.session.put(f"{self.base}/{pr['metadata']['name']}", json=pr, timeout=10)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
 
     def delete(self, name: str) -> None:
         assert self.session.delete(f"{self.base}/{name}", timeout=10).status_code in (200, 202)
@@ -198,6 +204,56 @@ def test_streaming_chat_passes_server_sent_events_through(cluster, qwen_purchase
     assert resp.status_code == 200, resp.text
     assert resp.headers["Content-Type"].startswith("text/event-stream")
     assert "via x402" in resp.text and resp.text.rstrip().endswith("data: [DONE]")
+
+
+def test_new_generation_is_reconfigured_and_waits_for_the_runtime_pool(cluster, kube, qwen_purchase):
+    model = config.OFFERS[0]["model"]
+    price = offer(cluster, model)["price"]
+    consumed = set(json.loads(Path(cluster.info["buyer"]["state"]).read_text())["consumed"])
+    pr = kube.get("qwen")
+    old = pr["spec"]["preSignedAuths"]
+    unspent = [a for a in old if a["id"] not in consumed]
+    # Spent vouchers left in the spec can never be active again: the pool cannot reach len(spec).
+    pr["spec"]["preSignedAuths"] = old + sign_auths(cluster, price, 1)
+    pr["spec"]["count"] = len(pr["spec"]["preSignedAuths"])
+    generation = kube.replace(pr)["metadata"]["generation"]
+    want = len(pr["spec"]["preSignedAuths"])
+    syncing = kube.wait("qwen", lambda p: condition(p, "Ready").get("reason") == "RuntimeSyncing")
+    assert condition(syncing, "Ready")["message"] == f"waiting for runtime auth pool to reach {want} active auths"
+    assert syncing["status"].get("observedGeneration") != generation
+    # A top-up that keeps only unspent vouchers becomes Ready for the new generation.
+    pr = kube.get("qwen")
+    pr["spec"]["preSignedAuths"] = unspent + sign_auths(cluster, price, 2)
+    pr["spec"]["count"] = len(pr["spec"]["preSignedAuths"])
+    generation = kube.replace(pr)["metadata"]["generation"]
+    ready = kube.wait("qwen", lambda p: is_ready(p) and p["status"].get("observedGeneration") == generation)
+    assert ready["status"]["remaining"] == len(unspent) + 2 == buyer_status(cluster)["qwen"]["remaining"]
+    assert ready["status"]["spent"] == len(consumed)
+
+
+def test_concurrent_chats_never_spend_a_voucher_twice(cluster, kube):
+    model, pay_to = config.OFFERS[6]["model"], cluster.info["seller"]["pay_to"]
+    price = int(offer(cluster, model)["price"])
+    kube.create("burst", spec_for(cluster, model, sign_auths(cluster, str(price), 3)))
+    kube.wait("burst", is_ready)
+    before = usdc_balance(cluster, pay_to)
+    with ThreadPoolExecutor(5) as pool:
+        codes = sorted(r.status_code for r in pool.map(lambda _: chat(cluster, f"paid/{model}"), range(5)))
+    assert codes == [200, 200, 200, 402, 402]
+    assert usdc_balance(cluster, pay_to) - before == 3 * price
+    assert (buyer_status(cluster)["burst"]["remaining"], buyer_status(cluster)["burst"]["spent"]) == (0, 3)
+
+
+def test_rejected_voucher_is_put_back_and_the_failure_relayed(cluster, kube):
+    model = config.OFFERS[7]["model"]
+    auths = sign_auths(cluster, offer(cluster, model)["price"], 1)
+    auths[0]["payment"]["payload"]["authorization"]["value"] = "999"  # no longer what was signed
+    kube.create("rejected", spec_for(cluster, model, auths))
+    kube.wait("rejected", is_ready)
+    resp = chat(cluster, f"paid/{model}")
+    assert resp.status_code == 402
+    assert "PAYMENT-REQUIRED" in resp.headers
+    assert buyer_status(cluster)["rejected"] == {**buyer_status(cluster)["rejected"], "remaining": 1, "spent": 0}
 
 
 def test_unknown_model_is_404(cluster):

@@ -203,6 +203,20 @@ class Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str) -> None:
         self._json(status, {"error": {"message": message}})
 
+    def _read_body(self) -> bytes:
+        """Content-Length or chunked: some HTTP clients stream request bodies."""
+        if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        chunks = []
+        while True:
+            size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+
     # -- routes -------------------------------------------------------------------------------
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -219,7 +233,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        raw = self._read_body()
         if path == "/admin/reload":
             self.pools.reload()
             self._json(200, {"status": "reload triggered"})
