@@ -305,7 +305,7 @@ def _run_cli(cfg: HermesConfig, argv: list[str], timeout_s: float) -> tuple[int,
                             start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
+    except BaseException:  # a timeout, or Ctrl-C, which its own session does not receive
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
