@@ -102,6 +102,9 @@ SIGNERS = {"typed-data": sign_typed_data, "message": sign_message, "hash": sign_
 
 class SignerHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in separate writes: without TCP_NODELAY a kept-alive connection stalls
+    # ~40 ms per answer on Nagle + delayed ACK (real signers and proxies set it too).
+    disable_nagle_algorithm = True
     account = None  # set per server by serve()
 
     def log_message(self, fmt: str, *args) -> None:
