@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import requests
+import urllib3
 
 from . import signing
 from .errors import BuyError, TransportError
@@ -206,11 +207,14 @@ def send_paid(session: requests.Session, request: PaidRequest, header_name: str,
 
 def _read_lines(response: requests.Response, lines: list[str], on_line: LineSink | None,
                 deadline: float, timeout: float) -> bytes:
-    """Split the streamed body on newlines as chunks arrive (requests' iter_lines waits for full
-    chunks of its own size; this hands each line over as soon as it is complete)."""
+    """Split the streamed body on newlines as bytes arrive and hand each complete line over at once.
+
+    `iter_content`/`iter_lines` block until a whole chunk of their size has arrived (or the body
+    ends), which would hold an SSE stream back; `read1` returns whatever the socket has.
+    """
     raw = bytearray()
     pending = b""
-    for chunk in response.iter_content(chunk_size=STREAM_CHUNK_BYTES):
+    for chunk in _arrivals(response):
         if time.monotonic() > deadline:
             raise requests.Timeout(f"stream still open after {timeout:g} s")
         if not chunk:
@@ -223,6 +227,23 @@ def _read_lines(response: requests.Response, lines: list[str], on_line: LineSink
     if pending:
         _deliver(pending, lines, on_line)
     return bytes(raw)
+
+
+def _arrivals(response: requests.Response):
+    read1 = getattr(response.raw, "read1", None)
+    if read1 is None:  # urllib3 < 2: byte-wise is slow but never holds a line back
+        yield from response.iter_content(chunk_size=1)
+        return
+    try:
+        while True:
+            chunk = read1(STREAM_CHUNK_BYTES, decode_content=True)
+            if not chunk:
+                return
+            yield chunk
+    except urllib3.exceptions.ReadTimeoutError as exc:  # requests only wraps these inside iter_content
+        raise requests.Timeout(str(exc)) from exc
+    except urllib3.exceptions.HTTPError as exc:
+        raise requests.ConnectionError(str(exc)) from exc
 
 
 def _deliver(line: bytes, lines: list[str], on_line: LineSink | None) -> None:
