@@ -19,7 +19,6 @@ from typing import Any, Callable, Mapping
 import requests
 import urllib3
 
-from . import signing
 from .errors import BuyError, TransportError
 from .x402 import PaymentOption, PaymentRequired
 
