@@ -220,7 +220,8 @@ def test_new_generation_is_reconfigured_and_waits_for_the_runtime_pool(cluster, 
     want = len(pr["spec"]["preSignedAuths"])
     syncing = kube.wait("qwen", lambda p: condition(p, "Ready").get("reason") == "RuntimeSyncing")
     assert condition(syncing, "Ready")["message"] == f"waiting for runtime auth pool to reach {want} active auths"
-    assert syncing["status"].get("observedGeneration") != generation
+    assert syncing["status"]["observedGeneration"] == generation and not is_ready(syncing)
+    assert syncing["status"]["remaining"] == buyer_status(cluster)["qwen"]["remaining"] < want
     # A top-up that keeps only unspent vouchers becomes Ready for the new generation.
     pr = kube.get("qwen")
     pr["spec"]["preSignedAuths"] = unspent + sign_auths(cluster, price, 2)

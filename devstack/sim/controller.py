@@ -192,7 +192,7 @@ class Controller:
         self.config_dir, self.auths_dir = config_dir, auths_dir
         self.lock = threading.Lock()
         self.objects: dict[str, dict] = {}        # latest object seen per name (list/watch/our writes)
-        self.configured: dict[str, int] = {}      # name -> generation whose buyer files we wrote
+        self.synced: dict[str, int] = {}          # name -> generation whose runtime pool reached the spec
         self.written: dict[str, tuple] = {}       # name -> (status we sent, status the server kept)
         self.last_run: dict[str, float] = {}
         self.pending: set[str] = set()
@@ -271,7 +271,7 @@ class Controller:
                 time.sleep(1)
 
     def forget(self, name: str) -> None:
-        for table in (self.objects, self.configured, self.written, self.last_run):
+        for table in (self.objects, self.synced, self.written, self.last_run):
             table.pop(name, None)
 
     def sync_forever(self) -> None:
@@ -329,14 +329,15 @@ class Controller:
         previous = old.get("conditions") or []
         generation = obj["metadata"].get("generation")
         if old.get("observedGeneration") == generation and is_true(obj, "Configured"):
+            # Buyer files are written for this generation: only the runtime side is left to follow.
+            synced = self.synced.get(name) == generation or is_true(obj, "Ready")
             status = json.loads(json.dumps(old))
-            self.stage_ready(obj, status, previous, fresh=False)
-        elif self.configured.get(name) == generation and is_true(obj, "Configured"):
-            status = json.loads(json.dumps(old))
-            self.stage_ready(obj, status, previous, fresh=True)
+            self.stage_ready(obj, status, previous, fresh=not synced)
         else:
-            status = {}  # a new generation starts the status over
+            status = {}  # a new generation, or a failed stage to retry: the status starts over
             self.stages(obj, status, previous)
+        # The generation this status describes, so nobody mistakes conditions of an older spec for it.
+        status["observedGeneration"] = generation
         self.write_status(obj, status)
 
     def fail(self, status: dict, previous: list[dict], ctype: str, failed: StageFailed) -> None:
@@ -353,7 +354,9 @@ class Controller:
             return
         amount = str(option.get("amount") or option.get("maxAmountRequired") or "")
         set_condition(status, previous, "Probed", True, "Validated", f"Endpoint returned 402 at price {amount}")
-        status.update(probedAt=now_rfc3339(), probedPrice=amount)
+        before = obj.get("status") or {}
+        keep = is_true(obj, "Probed") and before.get("probedPrice") == amount and before.get("probedAt")
+        status.update(probedAt=before["probedAt"] if keep else now_rfc3339(), probedPrice=amount)
 
         auths = spec.get("preSignedAuths") or []
         if not auths:
@@ -393,7 +396,6 @@ class Controller:
             f"POST /model/new); LiteLLM here has no DB to add models at runtime")
         status.update(publicModel=f"paid/{spec.get('model')}", remaining=len(auths))
         set_condition(status, previous, "Configured", True, "Written", f"Wrote {len(auths)} auths to llm/x402-buyer-auths")
-        self.configured[name] = obj["metadata"].get("generation")
         self.stage_ready(obj, status, previous, fresh=True)
 
     def probe(self, spec: dict) -> dict:
@@ -451,7 +453,7 @@ class Controller:
                 "RuntimeSyncing", f"waiting for runtime auth pool to reach {want} active auths"))
             return
         set_condition(status, previous, "Ready", True, "Reconciled", f"Sidecar: {remaining} remaining, {spent} spent")
-        status["observedGeneration"] = obj["metadata"].get("generation")
+        self.synced[name] = obj["metadata"].get("generation")
 
     def finalize(self, obj: dict) -> None:
         """Drain, then tear down the buyer files and let Kubernetes delete the object."""
