@@ -72,3 +72,34 @@ def file_state(path: Path) -> tuple[str, int, int, int]:
     """(sha256 of the bytes, mode, uid, gid): equal before and after means untouched."""
     st = os.stat(path)
     return hashlib.sha256(path.read_bytes()).hexdigest(), st.st_mode & 0o7777, st.st_uid, st.st_gid
+
+
+SINK = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"  # anvil dev account #3: unlocked, holds ETH for gas
+
+
+def _usdc_transfer(stack: Stack, sender: str, to: str, amount: int) -> None:
+    data = "0xa9059cbb" + to[2:].lower().rjust(64, "0") + hex(amount)[2:].rjust(64, "0")
+    rpc = stack.env["ANVIL_RPC_URL"]
+    requests.post(rpc, json={"jsonrpc": "2.0", "id": 1, "method": "anvil_impersonateAccount", "params": [sender]},
+                  timeout=10).raise_for_status()
+    resp = requests.post(rpc, json={"jsonrpc": "2.0", "id": 1, "method": "eth_sendTransaction",
+                                    "params": [{"from": sender, "to": config.USDC_ADDRESS, "data": data}]}, timeout=10)
+    assert "result" in resp.json(), resp.text
+
+
+class drained_wallet:
+    """Move the agent's USDC away but `keep` atomic units for the block, then move it back."""
+
+    def __init__(self, stack: Stack, keep: int) -> None:
+        self.stack, self.keep = stack, keep
+        self.agent = stack.info["signer"]["address"]
+
+    def __enter__(self) -> int:
+        self.moved = usdc_balance(self.stack, self.agent) - self.keep
+        assert self.moved > 0
+        _usdc_transfer(self.stack, self.agent, SINK, self.moved)
+        assert usdc_balance(self.stack, self.agent) == self.keep
+        return self.keep
+
+    def __exit__(self, *exc) -> None:
+        _usdc_transfer(self.stack, SINK, self.agent, self.moved)

@@ -10,7 +10,7 @@ from eth_account.messages import encode_typed_data
 
 from conftest import run_buy, stack_env
 from devstack import config
-from helpers import buyer_status, kube_get, kube_names, litellm_chat, offer, usdc_balance
+from helpers import buyer_status, drained_wallet, kube_get, kube_names, litellm_chat, offer, usdc_balance
 
 MODEL = "qwen3.6-35b"
 NAME = "t-qwen"
@@ -171,17 +171,14 @@ def test_signer_down_fails_cleanly(stack):
 
 
 def test_short_balance_is_refused_without_force(stack):
-    agent = stack.info["signer"]["address"]
-    balance = usdc_balance(stack, agent)
     price = int(offer(stack, "deepseek-v4-pro")["price"])
-    count = balance // price + 1
-    if count > 1000:
-        pytest.skip("the devstack wallet holds more than 1000 vouchers' worth of this offer")
-    before = _unchanged(stack)
-    result = buy(stack, "t-bad", "deepseek-v4-pro", "--count", str(count))
-    assert result.returncode == 1
-    assert "--force" in result.json["error"]["hint"]
-    assert _unchanged(stack) == before
+    with drained_wallet(stack, keep=price * 2):   # the wallet can pay for 2 vouchers, 3 are asked
+        before = _unchanged(stack)
+        result = buy(stack, "t-bad", "deepseek-v4-pro", "--count", "3")
+        assert result.returncode == 1
+        assert "holds 0.004 USDC" in result.json["error"]["message"]
+        assert "--force" in result.json["error"]["hint"]
+        assert _unchanged(stack) == before
 
 
 def test_not_ready_in_time_exits_3_and_says_the_purchase_exists(stack):
