@@ -1,0 +1,355 @@
+"""`process` (auto-refill reconcile + default guardian) and `schedule`, against the devstack.
+
+Each purchase here owns one model no other test buys (llama-4-scout, mistral-large-3, gemma-4-27b).
+Most runs use `process NAME` so purchases of other tests cannot change what is asserted; the guardian
+runs use `process --all`, as the cron job does.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from buy_x402 import settings as settings_mod
+from buy_x402.errors import KubeApiError
+from buy_x402.kube import KubeClient
+from devstack import config as devconfig
+from tests.conftest import run_buy, stack_env
+
+REFILL = "refill-llama"
+CAPPED = "capped-mistral"
+GUARDED = "guard-gemma"
+BUYER_DOWN_MESSAGE = "x402-buyer status is unavailable; cannot make safe refill decisions."
+
+
+# --------------------------------------------------------------------------------- shared helpers
+
+def kube(stack) -> KubeClient:
+    return KubeClient.from_settings(settings_mod.load(stack_env(stack)))
+
+
+def offer(stack, model: str) -> dict:
+    return next(o for o in stack.info["seller"]["offers"] if o["model"] == model)
+
+
+def live(stack) -> dict:
+    return requests.get(stack.env["X402_BUYER_URL"] + "/status", timeout=5).json()
+
+
+def wait(predicate, timeout: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ensure_purchase(stack, name: str, model: str, *flags: str) -> dict:
+    """The purchase `name` of `model`, bought once per session (the listing tests share it)."""
+    try:
+        return kube(stack).get(name)
+    except KubeApiError as err:
+        assert err.reason == "NotFound", err
+    res = run_buy(["buy", name, "--endpoint", offer(stack, model)["url"], "--model", model, *flags],
+                  stack_env(stack))
+    assert res.returncode == 0, res.stderr
+    wait(lambda: name in live(stack), what=f"{name} live in the buyer")
+    return kube(stack).get(name)
+
+
+def settled(stack, name: str) -> dict:
+    """The PurchaseRequest once the controller has copied the buyer's counters into its status, so its
+    resourceVersion only moves again when something writes it."""
+    def check():
+        obj, entry = kube(stack).get(name), live(stack).get(name) or {}
+        status = obj.get("status") or {}
+        same = (status.get("remaining"), status.get("spent")) == (entry.get("remaining"), entry.get("spent"))
+        return obj if same and status.get("observedGeneration") == obj["metadata"]["generation"] else None
+    return wait(check, what=f"{name} status to follow the buyer")
+
+
+def spend(stack, model: str, n: int) -> None:
+    """Spend `n` vouchers: paid chats through the buyer, as LiteLLM would send them."""
+    for _ in range(n):
+        resp = requests.post(stack.env["X402_BUYER_URL"] + "/v1/chat/completions", timeout=60,
+                             json={"model": f"paid/{model}", "messages": [{"role": "user", "content": "hi"}]})
+        assert resp.status_code == 200, resp.text
+
+
+def spend_to(stack, name: str, model: str, remaining: int) -> None:
+    have = live(stack)[name]["remaining"]
+    assert have >= remaining, f"{name} has only {have} vouchers left"
+    spend(stack, model, have - remaining)
+    assert live(stack)[name]["remaining"] == remaining
+
+
+def config_bytes(stack) -> bytes:
+    return (Path(stack.env["HERMES_HOME"]) / "config.yaml").read_bytes()
+
+
+def hermes_default(stack) -> str:
+    res = subprocess.run([stack.env["HERMES_BIN"], "config", "get", "model.default"], capture_output=True,
+                         text=True, timeout=60, env=stack_env(stack))
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip().splitlines()[-1].strip()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------ auto-refill
+
+def test_process_needs_a_name_or_all(stack):
+    res = run_buy(["process"], stack_env(stack))
+    assert res.returncode == 2
+    assert "give one purchase NAME or --all" in res.stderr
+
+
+def test_auto_refill_tops_up_at_the_threshold_and_not_above(stack):
+    env = stack_env(stack)
+    ensure_purchase(stack, REFILL, "llama-4-scout", "--count", "3", "--auto-refill",
+                    "--refill-threshold", "1", "--refill-count", "2")
+    spend_to(stack, REFILL, "llama-4-scout", 2)
+    before = settled(stack, REFILL)
+    res = run_buy(["process", REFILL], env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ""  # above the threshold: nothing changed, nothing to deliver
+    assert kube(stack).get(REFILL)["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    data = run_buy(["process", REFILL, "--json"], env).json
+    assert data["purchases"] == [{"name": REFILL, "action": "skipped", "reason": "remaining 2 above threshold 1"}]
+
+    spend(stack, "llama-4-scout", 1)
+    before = settled(stack, REFILL)
+    tail = before["spec"]["preSignedAuths"][-1:]
+    res = run_buy(["process", REFILL], env)
+    assert res.returncode == 0, res.stderr
+    assert f"{REFILL}: refilled 2 vouchers" in res.stdout
+    after = kube(stack).get(REFILL)
+    pool = after["spec"]["preSignedAuths"]
+    assert len(pool) == 3 and after["spec"]["count"] == 3  # active tail (1) + 2 new
+    assert pool[:1] == tail and all(a not in before["spec"]["preSignedAuths"] for a in pool[1:])
+    assert after["spec"]["payment"]["price"] == "1000"
+    wait(lambda: live(stack)[REFILL]["remaining"] == 3, what="the refilled pool to go live")
+    res = run_buy(["process", REFILL], env)
+    assert (res.returncode, res.stdout) == (0, "")
+
+
+def _usdc_transfer(stack, frm: str, to: str, amount: int) -> None:
+    rpc = stack.info["chain"]["rpc"]
+
+    def call(method: str, params: list):
+        body = requests.post(rpc, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+                             timeout=30).json()
+        assert "error" not in body, body
+        return body["result"]
+    data = "0xa9059cbb" + to[2:].lower().rjust(64, "0") + hex(amount)[2:].rjust(64, "0")
+    call("anvil_impersonateAccount", [frm])
+    try:
+        call("anvil_setBalance", [frm, hex(10**18)])
+        tx = call("eth_sendTransaction", [{"from": frm, "to": devconfig.USDC_ADDRESS, "data": data}])
+        receipt = wait(lambda: call("eth_getTransactionReceipt", [tx]), what="the transfer receipt")
+        assert receipt["status"] == "0x1", receipt
+    finally:
+        call("anvil_stopImpersonatingAccount", [frm])
+
+
+def _usdc_balance(stack, owner: str) -> int:
+    data = "0x70a08231" + owner[2:].lower().rjust(64, "0")
+    body = requests.post(stack.info["chain"]["rpc"], timeout=30, json={
+        "jsonrpc": "2.0", "id": 1, "method": "eth_call",
+        "params": [{"to": devconfig.USDC_ADDRESS, "data": data}, "latest"]}).json()
+    return int(body["result"], 16)
+
+
+def test_short_balance_skips_the_refill_with_its_reason_then_refills_once_funded(stack):
+    env = stack_env(stack)
+    ensure_purchase(stack, REFILL, "llama-4-scout", "--count", "3", "--auto-refill",
+                    "--refill-threshold", "1", "--refill-count", "2")
+    wait(lambda: live(stack)[REFILL]["remaining"] == 3 or live(stack)[REFILL]["remaining"] <= 1, what="stable pool")
+    if live(stack)[REFILL]["remaining"] > 1:
+        spend_to(stack, REFILL, "llama-4-scout", 1)
+    wallet = stack.info["chain"]["agent_address"]
+    parking = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"  # anvil account 3: holds the funds meanwhile
+    funds = _usdc_balance(stack, wallet)
+    keep = 1500  # less than 2 × 1000
+    _usdc_transfer(stack, wallet, parking, funds - keep)
+    try:
+        before = settled(stack, REFILL)
+        bytes_before = config_bytes(stack)
+        res = run_buy(["process", REFILL], env)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout == ""
+        assert (f"{REFILL}: wallet balance 0.0015 USDC (1500 atomic) below refill cost 0.002 USDC (2000 atomic)"
+                in res.stderr)
+        assert kube(stack).get(REFILL)["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+        assert config_bytes(stack) == bytes_before
+        action = run_buy(["process", REFILL, "--json"], env).json["purchases"][0]
+        assert action["action"] == "skipped" and action["reason"].startswith("wallet balance 0.0015 USDC")
+    finally:
+        _usdc_transfer(stack, parking, wallet, funds - keep)
+    res = run_buy(["process", REFILL], env)
+    assert res.returncode == 0 and f"{REFILL}: refilled 2 vouchers" in res.stdout, res.stderr
+
+
+def test_price_above_the_cost_cap_skips_the_refill_with_its_reason(stack):
+    env = stack_env(stack)
+    ensure_purchase(stack, CAPPED, "mistral-large-3", "--count", "3", "--auto-refill", "--refill-threshold", "1",
+                    "--refill-count", "2", "--cost-cap", "0.001 USDC")
+    if live(stack)[CAPPED]["remaining"] > 1:
+        spend_to(stack, CAPPED, "mistral-large-3", 1)
+    before = settled(stack, CAPPED)
+    assert before["spec"]["autoRefill"]["maxUnitPrice"] == "1000"
+    res = run_buy(["process", CAPPED], env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ""
+    assert (f"{CAPPED}: seller price 0.0015 USDC (1500 atomic) exceeds cost cap 0.001 USDC (1000 atomic); "
+            "skipping refill") in res.stderr
+    assert kube(stack).get(CAPPED)["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    data = run_buy(["process", CAPPED, "--json"], env).json
+    assert data["exit_code"] == 0 and data["refilled"] == 0 and data["changed"] is False
+    assert data["purchases"][0]["reason"].startswith("seller price 0.0015 USDC (1500 atomic) exceeds cost cap")
+
+
+def test_buyer_down_fails_with_its_message_and_changes_nothing(stack):
+    ensure_purchase(stack, CAPPED, "mistral-large-3", "--count", "3", "--auto-refill", "--refill-threshold", "1",
+                    "--refill-count", "2", "--cost-cap", "0.001 USDC")
+    env = stack_env(stack, X402_BUYER_URL=f"http://127.0.0.1:{closed_port()}")
+    rv = settled(stack, CAPPED)["metadata"]["resourceVersion"]
+    bytes_before = config_bytes(stack)
+    res = run_buy(["process", "--all"], env)
+    assert res.returncode == 1
+    assert res.stdout == ""
+    assert BUYER_DOWN_MESSAGE in res.stderr
+    res = run_buy(["process", "--all", "--json"], env)
+    assert res.returncode == 1 and res.json["error"]["message"] == BUYER_DOWN_MESSAGE
+    res = run_buy(["maintain"], env)
+    assert res.returncode == 1 and "maintain is deprecated; running process --all" in res.stderr
+    assert kube(stack).get(CAPPED)["metadata"]["resourceVersion"] == rv
+    assert config_bytes(stack) == bytes_before
+
+
+# ------------------------------------------------------------------------------------- guardian
+
+def test_guardian_restores_the_previous_default_when_the_adopted_pool_is_spent(stack):
+    env = stack_env(stack)
+    free = hermes_default(stack)
+    assert not free.startswith("paid/")
+    res = run_buy(["buy", GUARDED, "--endpoint", offer(stack, "gemma-4-27b")["url"], "--model", "gemma-4-27b",
+                   "--count", "2", "--set-default"], env)
+    assert res.returncode == 0, res.stderr
+    assert hermes_default(stack) == "paid/gemma-4-27b"
+    wait(lambda: live(stack).get(GUARDED, {}).get("remaining") == 1, what="the canary to spend one voucher")
+
+    bytes_before = config_bytes(stack)
+    res = run_buy(["process", GUARDED], env)  # one voucher left: nothing to do
+    assert (res.returncode, res.stdout) == (0, ""), res.stderr
+    assert config_bytes(stack) == bytes_before
+
+    spend(stack, "gemma-4-27b", 1)
+    res = run_buy(["process", "--all", "--json"], env)
+    assert res.returncode == 0, res.stderr
+    guardian = res.json["guardian"]
+    assert guardian["action"] == "restored" and guardian["model"] == free and guardian["purchase"] == GUARDED
+    assert "remaining 0" in guardian["reason"]
+    assert hermes_default(stack) == free
+    res = run_buy(["process", "--all"], env)  # idempotent: nothing more to restore
+    assert res.returncode == 0, res.stderr
+    assert "default:" not in res.stdout
+    assert hermes_default(stack) == free
+
+
+def test_guardian_leaves_a_default_someone_else_set_alone_and_says_so_once(stack):
+    env = stack_env(stack)
+    free = hermes_default(stack)
+    ensure_purchase(stack, GUARDED, "gemma-4-27b", "--count", "2")
+    res = run_buy(["buy", GUARDED, "--endpoint", offer(stack, "gemma-4-27b")["url"], "--model", "gemma-4-27b",
+                   "--count", "2"], env)  # top up, then adopt without a canary
+    assert res.returncode == 0, res.stderr
+    res = run_buy(["default", "set", "paid/gemma-4-27b", "--no-canary"], env)
+    assert res.returncode == 0, res.stderr
+    subprocess.run([stack.env["HERMES_BIN"], "config", "set", "model.default", free], check=True,
+                   capture_output=True, timeout=60, env=env)
+    assert hermes_default(stack) == free
+    spend_to(stack, GUARDED, "gemma-4-27b", 0)
+
+    bytes_before = config_bytes(stack)
+    res = run_buy(["process", "--all"], env)
+    assert res.returncode == 0, res.stderr
+    assert "set by someone else since buy-x402 adopted 'paid/gemma-4-27b'; left alone" in res.stdout
+    assert config_bytes(stack) == bytes_before
+    res = run_buy(["process", "--all", "--json"], env)
+    assert res.json["guardian"]["action"] == "left_alone" and res.json["guardian"]["recorded"] is False
+    res = run_buy(["process", "--all"], env)
+    assert res.returncode == 0 and "default:" not in res.stdout
+    assert config_bytes(stack) == bytes_before
+    state = (Path(stack.env["HERMES_HOME"]) / "buy-x402" / "state.json").read_text()
+    assert state.count("default_changed_elsewhere") == 1
+
+
+# ------------------------------------------------------------------------------------- schedule
+
+@pytest.fixture
+def tmp_hermes_home(stack, tmp_path):
+    """A copy of the agent's Hermes home, so the real gateway's cron never runs the test job."""
+    home = tmp_path / "hermes"
+    home.mkdir()
+    shutil.copy2(Path(stack.env["HERMES_HOME"]) / "config.yaml", home / "config.yaml")
+    return home
+
+
+def _cron_names(stack, home: Path) -> list[str]:
+    env = stack_env(stack, HERMES_HOME=str(home))
+    out = subprocess.run([stack.env["HERMES_BIN"], "cron", "list", "--all"], capture_output=True, text=True,
+                         timeout=60, env=env).stdout
+    return [line.split(":", 1)[1].strip() for line in out.splitlines() if line.strip().startswith("Name:")]
+
+
+def test_schedule_creates_one_script_mode_cron_job_and_remove_removes_it(stack, tmp_hermes_home):
+    env = stack_env(stack, HERMES_HOME=str(tmp_hermes_home))
+    res = run_buy(["schedule", "--json"], env)
+    assert res.returncode == 0, res.stderr
+    assert res.json["created"] is True and res.json["job"] == "buy-x402 process"
+    script = tmp_hermes_home / "scripts" / "buy-x402-process.sh"
+    assert res.json["script"] == str(script)
+    assert stat.S_IMODE(script.stat().st_mode) == 0o700
+    text = script.read_text()
+    assert f"export HERMES_HOME={tmp_hermes_home}" in text
+    assert f"export X402_BUYER_URL={stack.env['X402_BUYER_URL']}" in text
+    assert text.rstrip().endswith("buy.py process --all")
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    assert _cron_names(stack, tmp_hermes_home) == ["buy-x402 process"]
+    jobs = (tmp_hermes_home / "cron" / "jobs.json").read_text()
+    assert '"no_agent": true' in jobs and '"script": "buy-x402-process.sh"' in jobs
+
+    res = run_buy(["schedule"], env)
+    assert res.returncode == 0, res.stderr
+    assert "Already scheduled" in res.stdout
+    assert _cron_names(stack, tmp_hermes_home) == ["buy-x402 process"]
+
+    res = run_buy(["schedule", "--remove"], env)
+    assert res.returncode == 0, res.stderr
+    assert "Removed the Hermes cron job 'buy-x402 process'." in res.stdout
+    assert _cron_names(stack, tmp_hermes_home) == [] and not script.exists()
+    res = run_buy(["schedule", "--remove", "--json"], env)
+    assert res.returncode == 0 and res.json["removed"] is False
+
+
+def test_schedule_without_a_hermes_cli_fails_and_creates_nothing(stack, tmp_hermes_home):
+    env = stack_env(stack, HERMES_HOME=str(tmp_hermes_home), HERMES_BIN=str(tmp_hermes_home / "no-such-hermes"))
+    res = run_buy(["schedule"], env)
+    assert res.returncode == 1
+    assert "cannot run the Hermes CLI" in res.stderr
+    assert not (tmp_hermes_home / "cron").exists()
+    assert os.listdir(tmp_hermes_home) == ["config.yaml"]
