@@ -105,6 +105,15 @@ def test_hermes_cli_reads_the_free_model_as_default(agent_stack):
     assert result.stdout.strip() == config.FREE_MODEL
 
 
+def test_agent_api_needs_its_key_and_shows_the_pod_label(agent_stack):
+    url = f"{agent_stack.env['HERMES_API_URL']}/models"
+    assert requests.get(url, timeout=10).status_code == 401
+    listed = requests.get(url, headers={"Authorization": f"Bearer {agent_stack.env['HERMES_API_KEY']}"},
+                          timeout=10)
+    # API_SERVER_MODEL_NAME, as Obol renders it: a label, not the model a turn uses.
+    assert [m["id"] for m in listed.json()["data"]] == [config.FREE_MODEL]
+
+
 def test_agent_answers_a_chat_with_its_free_model(agent_stack):
     before = len(upstream_requests(agent_stack))
     marker = f"hello {uuid.uuid4().hex[:8]}"

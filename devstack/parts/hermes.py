@@ -66,6 +66,8 @@ def gateway_env(home: Path, port: int, key: str) -> dict[str, str]:
         "API_SERVER_HOST": "127.0.0.1",
         "API_SERVER_PORT": str(port),
         "API_SERVER_KEY": key,
+        # As in the pod: the primary at render time, a cosmetic label that set-default does not change.
+        "API_SERVER_MODEL_NAME": config.FREE_MODEL,
         "OBOL_SKILLS_DIR": str(home / "obol-skills"),
         "PYTHONUNBUFFERED": "1",
         # No download of the tirith command scanner from GitHub at start-up.
