@@ -34,6 +34,7 @@ def obol_config(home: Path, litellm_url: str) -> dict:
 
 
 def write_home(home: Path, litellm_url: str) -> Path:
+    """Create HERMES_HOME (0700) and a fresh config.yaml (0600: it holds the LiteLLM key), as Obol does."""
     home.mkdir(parents=True, exist_ok=True)
     home.chmod(0o700)
     for sub in ("obol-skills", "workspace", "home"):
