@@ -80,8 +80,14 @@ def run(ctx: Context, args: Namespace) -> Result:
         if not args.force:
             raise WalletError(message, hint=f"fund {wallet}, buy fewer (--count/--budget), or pass --force")
         ctx.warn(message + " (--force: signing anyway)")
+    permit_nonce_base = None
     if option.transfer_method == "permit2":
-        _check_permit2_allowance(peers, option, wallet)
+        # EIP-2612 gas sponsoring: when the seller offers it and the token answers nonces(owner), each
+        # voucher carries its own permit and no prior Permit2 approval is needed.
+        if "eip2612GasSponsoring" in (offer.extensions or {}):
+            permit_nonce_base = peers.chain.nonces(chain_name, option.asset, wallet)
+        if permit_nonce_base is None:
+            _check_permit2_allowance(peers, option, wallet)
 
     # 4. Cluster state: one owner per model; a top-up only of a live, converged purchase.
     items = peers.kube.list()
@@ -106,7 +112,7 @@ def run(ctx: Context, args: Namespace) -> Result:
     # 5. Sign (the only step that commits the wallet).
     ctx.notify(f"Signing {count} authorizations at {price_text} each "
                f"(total {format_amount(total, option.decimals, option.symbol)}) ...")
-    auths = _presign(peers, ctx, option, wallet, count, valid_before, offer)
+    auths = _presign(peers, ctx, option, wallet, count, valid_before, offer, permit_nonce_base)
 
     # 6. Declare.
     if existing is None:
@@ -169,11 +175,13 @@ def run(ctx: Context, args: Namespace) -> Result:
     return Result("buy", data)
 
 
-def _presign(peers: Peers, ctx: Context, option, wallet: str, count: int, valid_before: int, offer) -> list:
+def _presign(peers: Peers, ctx: Context, option, wallet: str, count: int, valid_before: int, offer,
+             permit_nonce_base: int | None = None) -> list:
     def progress(done: int, total: int) -> None:
         ctx.progress("signed", done, total)
     if option.transfer_method == "permit2":
         return peers.signer.presign_permit2(option, address=wallet, count=count, deadline=valid_before,
+                                            permit_nonce_base=permit_nonce_base,
                                             extensions=offer.extensions, on_progress=progress,
                                             workers=SIGNING_WORKERS)
     return peers.signer.presign_erc3009(option, address=wallet, count=count, valid_before=valid_before,
