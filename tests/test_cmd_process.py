@@ -6,6 +6,7 @@ runs use `process --all`, as the cron job does.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -294,8 +295,12 @@ def test_guardian_leaves_a_default_someone_else_set_alone_and_says_so_once(stack
     res = run_buy(["process", "--all"], env)
     assert res.returncode == 0 and "default:" not in res.stdout
     assert config_bytes(stack) == bytes_before
-    state = (Path(stack.env["HERMES_HOME"]) / "buy-x402" / "state.json").read_text()
-    assert state.count("default_changed_elsewhere") == 1
+    state = json.loads((Path(stack.env["HERMES_HOME"]) / "buy-x402" / "state.json").read_text())
+    adoption = state["history"][-1]
+    assert adoption["adopted"] == "paid/gemma-4-27b"
+    events = [e for e in state["events"] if e["kind"] == "default_changed_elsewhere"
+              and e["adoption_at"] == adoption["at"]]
+    assert len(events) == 1 and events[0]["current"] == free and events[0]["purchase"] == GUARDED
 
 
 # ------------------------------------------------------------------------------------- schedule
@@ -353,3 +358,30 @@ def test_schedule_without_a_hermes_cli_fails_and_creates_nothing(stack, tmp_herm
     assert "cannot run the Hermes CLI" in res.stderr
     assert not (tmp_hermes_home / "cron").exists()
     assert os.listdir(tmp_hermes_home) == ["config.yaml"]
+
+
+# ------------------------------------------------------------------- spendable (no stack needed)
+
+def _auth(valid_before: int) -> dict:
+    return {"id": str(valid_before), "payment": {"payload": {"authorization": {"validBefore": str(valid_before)}}}}
+
+
+def test_a_pool_whose_remaining_vouchers_all_expired_is_not_spendable():
+    from buy_x402.commands.process import _spendable
+    now = int(time.time())
+    spent, old, fresh = _auth(now - 50), _auth(now - 10), _auth(now + 3600)
+    obj = {"spec": {"preSignedAuths": [spent, old, old]}}
+    assert _spendable(obj, {"remaining": 2}) == (False, "all 2 remaining vouchers have expired")
+    assert _spendable({"spec": {"preSignedAuths": [spent, old, fresh]}}, {"remaining": 2}) == (True, "")
+    assert _spendable(obj, {"remaining": 0}) == (False, "its pool is spent: remaining 0")
+    assert _spendable(None, None) == (False, "its PurchaseRequest no longer exists")
+    never = {"spec": {"preSignedAuths": [_auth(4294967295)]}}  # "never" is not a deadline
+    assert _spendable(never, {"remaining": 1}) == (True, "")
+
+
+def test_process_of_an_unknown_purchase_fails_listing_the_names(stack):
+    ensure_purchase(stack, CAPPED, "mistral-large-3", "--count", "3", "--auto-refill", "--refill-threshold", "1",
+                    "--refill-count", "2", "--cost-cap", "0.001 USDC")
+    res = run_buy(["process", "no-such-purchase"], stack_env(stack))
+    assert res.returncode == 1 and res.stdout == ""
+    assert "no purchase named 'no-such-purchase'; existing purchases: " in res.stderr and CAPPED in res.stderr

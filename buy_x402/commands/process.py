@@ -12,7 +12,7 @@ import time
 from argparse import Namespace
 from typing import Any
 
-from .. import hermes, purchases, statefile, x402
+from .. import hermes, purchases, x402
 from ..amounts import auth_expiry, format_amount
 from ..errors import (BuyError, BuyerError, DefaultNotChanged, ExitCode, KubeApiError, PurchaseError,
                       TransportError, UsageError)
@@ -154,7 +154,7 @@ def _spendable(obj: dict | None, entry: dict | None) -> tuple[bool, str]:
         return False, "its PurchaseRequest no longer exists"
     remaining = int((entry or {}).get("remaining") or 0)
     if remaining == 0:
-        return False, "its pool is spent (remaining 0)"
+        return False, "its pool is spent: remaining 0"
     pool = (obj.get("spec") or {}).get("preSignedAuths") or []
     active = pool[len(pool) - min(remaining, len(pool)):]
     expired, _ = purchases.pool_expiry(active, time.time())
@@ -168,7 +168,7 @@ def _guard_default(peers: Peers, live: dict, items: list[dict], refilled: set[st
     """Restore the previous default when the adopted paid/<id> can no longer pay; None if not concerned."""
     try:
         cfg = peers.hermes_config
-        last = statefile.last_adoption(cfg)
+        last = hermes.last_adoption(cfg)
         if not last or not str(last.get("adopted") or "").startswith("paid/"):
             return None
         purchase = last.get("purchase")
@@ -218,10 +218,10 @@ def _get_or_none(peers: Peers, name: str | None) -> dict | None:
 def _record_once(cfg: hermes.HermesConfig, last: dict, current: str | None) -> bool:
     """Record "someone else changed the default" once per adoption and value, not every cron run."""
     key = {"adopted": last.get("adopted"), "adoption_at": last.get("at"), "current": current}
-    for event in statefile.read_state(cfg).get("events") or []:
+    for event in hermes.read_state(cfg).get("events") or []:
         if event.get("kind") == EVENT_CHANGED_ELSEWHERE and all(event.get(k) == v for k, v in key.items()):
             return False
-    statefile.record_event(cfg, EVENT_CHANGED_ELSEWHERE, purchase=last.get("purchase"), **key)
+    hermes.record_event(cfg, EVENT_CHANGED_ELSEWHERE, purchase=last.get("purchase"), **key)
     return True
 
 
