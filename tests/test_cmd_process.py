@@ -321,8 +321,16 @@ def _cron_names(stack, home: Path) -> list[str]:
     return [line.split(":", 1)[1].strip() for line in out.splitlines() if line.strip().startswith("Name:")]
 
 
+def _hermes(stack, home: Path, *args: str) -> str:
+    res = subprocess.run([stack.env["HERMES_BIN"], *args], capture_output=True, text=True, timeout=120,
+                         env=stack_env(stack, HERMES_HOME=str(home)))
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
 def test_schedule_creates_one_script_mode_cron_job_and_remove_removes_it(stack, tmp_hermes_home):
-    env = stack_env(stack, HERMES_HOME=str(tmp_hermes_home))
+    # An empty namespace: when Hermes runs the job below, `process --all` has nothing to change.
+    env = stack_env(stack, HERMES_HOME=str(tmp_hermes_home), AGENT_NAMESPACE="buy-x402-empty")
     res = run_buy(["schedule", "--json"], env)
     assert res.returncode == 0, res.stderr
     assert res.json["created"] is True and res.json["job"] == "buy-x402 process"
@@ -337,6 +345,14 @@ def test_schedule_creates_one_script_mode_cron_job_and_remove_removes_it(stack, 
     assert _cron_names(stack, tmp_hermes_home) == ["buy-x402 process"]
     jobs = (tmp_hermes_home / "cron" / "jobs.json").read_text()
     assert '"no_agent": true' in jobs and '"script": "buy-x402-process.sh"' in jobs
+
+    # Hermes itself runs the job: the script works from cron's environment and is silent.
+    job_id = res.json["id"]
+    _hermes(stack, tmp_hermes_home, "cron", "run", job_id)
+    _hermes(stack, tmp_hermes_home, "cron", "tick")
+    assert "completed" in _hermes(stack, tmp_hermes_home, "cron", "runs", job_id)
+    report = sorted((tmp_hermes_home / "cron" / "output" / job_id).glob("*.md"))[-1].read_text()
+    assert "silent (empty output)" in report
 
     res = run_buy(["schedule"], env)
     assert res.returncode == 0, res.stderr
