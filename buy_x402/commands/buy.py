@@ -172,7 +172,21 @@ def run(ctx: Context, args: Namespace) -> Result:
             err.hint = f"fix the cause ({err.hint or 'see above'}), then: {nxt}"
             err.data["next"] = nxt
             return Result("buy", data, ExitCode.DEFAULT_NOT_CHANGED, err)
+        if (policy or {}).get("enabled"):
+            data["schedule"] = _ensure_schedule(peers, ctx)
     return Result("buy", data)
+
+
+def _ensure_schedule(peers: Peers, ctx: Context) -> dict | None:
+    """Keep the adopted model funded: the cron job that runs `process --all`. Its failure does not
+    undo a verified adoption; it is reported with the command that finishes the job."""
+    from .schedule import ensure_schedule
+    try:
+        return ensure_schedule(peers)
+    except BuyError as err:
+        ctx.warn(f"the auto-refill cron job could not be set up ({err.message}); "
+                 "run `buy.py schedule` so the pool is topped up and the default guarded")
+        return None
 
 
 def _presign(peers: Peers, ctx: Context, option, wallet: str, count: int, valid_before: int, offer,
