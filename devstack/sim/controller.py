@@ -32,6 +32,7 @@ PROBE_TIMEOUT_S = 15.0
 BUYER_TIMEOUT_S = 3.0
 SYNC_INTERVAL_S = 1.0      # Ready/Deleting purchases: mirror the buyer's counters this often
 REQUEUE_NOT_READY_S = 5.0  # like the real controller's requeue while not Ready
+BUYER_DOWN_AFTER = 3       # consecutive failed /status polls before a Ready purchase is re-checked
 CHAT_SUFFIX = "/v1/chat/completions"
 NETWORKS = {"base-sepolia": "eip155:84532", "base": "eip155:8453", "ethereum": "eip155:1",
             "mainnet": "eip155:1", "sepolia": "eip155:11155111"}
@@ -107,10 +108,13 @@ def set_condition(status: dict, previous: list[dict], ctype: str, ok: bool, reas
     old = next((c for c in previous if c.get("type") == ctype), None)
     since = old["lastTransitionTime"] if old and old.get("status") == value and old.get("lastTransitionTime") \
         else now_rfc3339()
-    conditions = [c for c in status.setdefault("conditions", []) if c.get("type") != ctype]
-    conditions.append({"type": ctype, "status": value, "reason": reason, "message": message,
-                       "lastTransitionTime": since})
-    status["conditions"] = conditions
+    new = {"type": ctype, "status": value, "reason": reason, "message": message, "lastTransitionTime": since}
+    conditions = status.setdefault("conditions", [])
+    at = next((i for i, c in enumerate(conditions) if c.get("type") == ctype), None)
+    if at is None:
+        conditions.append(new)
+    else:
+        conditions[at] = new  # in place: a reordered list would count as a change and be written
 
 
 def condition(obj: dict, ctype: str) -> dict | None:
@@ -276,16 +280,19 @@ class Controller:
 
     def sync_forever(self) -> None:
         """Ready/Deleting purchases follow the buyer's counters; others are retried every 5 s."""
+        failures = 0
         while True:
             time.sleep(SYNC_INTERVAL_S)
             try:
-                live = self.buyer_status()
+                live, failures = self.buyer_status(), 0
             except Exception:
-                live = None
+                live, failures = None, failures + 1
             for name, obj in list(self.objects.items()):
                 status = obj.get("status") or {}
                 entry = (live or {}).get(name)
                 if obj["metadata"].get("deletionTimestamp") or is_true(obj, "Ready"):
+                    if live is None and failures < BUYER_DOWN_AFTER:
+                        continue  # a slow answer under load is not an outage: do not flip Ready for it
                     if live is None or entry is None or (entry.get("remaining"), entry.get("spent")) != (
                             status.get("remaining"), status.get("spent")):
                         self.enqueue(name)
@@ -436,7 +443,14 @@ class Controller:
         name = obj["metadata"]["name"]
         want = len((obj.get("spec") or {}).get("preSignedAuths") or [])
         try:
-            entry = self.buyer_status().get(name)
+            try:
+                live = self.buyer_status()
+            except (requests.RequestException, ValueError):
+                if fresh:
+                    raise
+                time.sleep(0.5)  # once Ready, one slow answer does not make the sidecar "not ready"
+                live = self.buyer_status()
+            entry = live.get(name)
         except (requests.RequestException, ValueError) as exc:
             self.fail(status, previous, "Ready", StageFailed("SidecarNotReady", f"x402-buyer /status: {exc.__class__.__name__}"))
             return
