@@ -381,8 +381,8 @@ class Controller:
         buyer_config = {
             "url": spec["endpoint"][:-len(CHAT_SUFFIX)] if spec["endpoint"].endswith(CHAT_SUFFIX) else spec["endpoint"],
             "network": payment.get("network"), "payTo": payment.get("payTo"), "price": payment.get("price"),
-            "asset": payment.get("asset"), "assetSymbol": payment.get("assetSymbol", ""),
-            "assetDecimals": payment.get("assetDecimals", 0),
+            "asset": payment.get("asset"), "assetSymbol": payment.get("assetSymbol"),
+            "assetDecimals": payment.get("assetDecimals"),
             "assetTransferMethod": payment.get("assetTransferMethod") or extra.get("assetTransferMethod") or "eip3009",
             "eip712Name": payment.get("eip712Name") or extra.get("name", ""),
             "eip712Version": payment.get("eip712Version") or extra.get("version", ""),
