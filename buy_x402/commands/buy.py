@@ -16,10 +16,9 @@ from ..errors import (BuyError, DefaultNotChanged, ExitCode, KubeApiError, NotRe
                       UsageError, WalletError)
 from ..result import Context, Result
 from .common import Peers
+from .vouchers import SIGNING_WORKERS, check_permit2_allowance, presign, replace_with_retry
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-CONFLICT_RETRIES = 5
-SIGNING_WORKERS = 8
 
 
 def validate_args(args: Namespace) -> None:
@@ -87,7 +86,7 @@ def run(ctx: Context, args: Namespace) -> Result:
         if "eip2612GasSponsoring" in (offer.extensions or {}):
             permit_nonce_base = peers.chain.nonces(chain_name, option.asset, wallet)
         if permit_nonce_base is None:
-            _check_permit2_allowance(peers, option, wallet)
+            check_permit2_allowance(peers, option, wallet)
 
     # 4. Cluster state: one owner per model; a top-up only of a live, converged purchase.
     items = peers.kube.list()
@@ -112,7 +111,7 @@ def run(ctx: Context, args: Namespace) -> Result:
     # 5. Sign (the only step that commits the wallet).
     ctx.notify(f"Signing {count} authorizations at {price_text} each "
                f"(total {format_amount(total, option.decimals, option.symbol)}) ...")
-    auths = _presign(peers, ctx, option, wallet, count, valid_before, offer, permit_nonce_base)
+    auths = presign(peers, ctx, option, wallet, count, valid_before, offer, permit_nonce_base)
 
     # 6. Declare.
     if existing is None:
@@ -128,7 +127,7 @@ def run(ctx: Context, args: Namespace) -> Result:
             raise
         ctx.notify(f"Created PurchaseRequest {peers.kube.config.namespace}/{args.name}")
     else:
-        written = _replace_with_retry(peers, args.name, existing, live_entry, auths, payment, policy)
+        written = replace_with_retry(peers, args.name, existing, live_entry, auths, payment, policy)
         ctx.notify(f"Updated PurchaseRequest {peers.kube.config.namespace}/{args.name} "
                    f"({len(written['spec']['preSignedAuths'])} active vouchers)")
 
@@ -189,45 +188,7 @@ def _ensure_schedule(peers: Peers, ctx: Context) -> dict | None:
         return None
 
 
-def _presign(peers: Peers, ctx: Context, option, wallet: str, count: int, valid_before: int, offer,
-             permit_nonce_base: int | None = None) -> list:
-    def progress(done: int, total: int) -> None:
-        ctx.progress("signed", done, total)
-    if option.transfer_method == "permit2":
-        return peers.signer.presign_permit2(option, address=wallet, count=count, deadline=valid_before,
-                                            permit_nonce_base=permit_nonce_base,
-                                            extensions=offer.extensions, on_progress=progress,
-                                            workers=SIGNING_WORKERS)
-    return peers.signer.presign_erc3009(option, address=wallet, count=count, valid_before=valid_before,
-                                        extensions=offer.extensions, on_progress=progress,
-                                        workers=SIGNING_WORKERS)
 
-
-def _check_permit2_allowance(peers: Peers, option, wallet: str) -> None:
-    from ..signing import PERMIT2_ADDRESS
-    allowance = peers.chain.allowance(option.chain.name, option.asset, wallet, PERMIT2_ADDRESS)
-    if allowance == 0:
-        data = "0x095ea7b3" + PERMIT2_ADDRESS[2:].lower().rjust(64, "0") + "f" * 64
-        raise WalletError(f"wallet {wallet} has not approved Permit2 ({PERMIT2_ADDRESS}) to spend {option.asset} "
-                          f"on {option.chain.name}",
-                          hint=f"send once from {wallet}: to={option.asset} data={data}")
-
-
-def _replace_with_retry(peers: Peers, name: str, existing: dict, live_entry: dict, auths: list,
-                        payment: dict, policy: dict | None) -> dict:
-    """PUT the merged pool; on Conflict re-read, re-check and merge again with the fresh live tail."""
-    for attempt in range(CONFLICT_RETRIES):
-        obj = purchases.topup_object(existing, new_auths=auths, live_remaining=live_entry["remaining"],
-                                     payment=payment, auto_refill=policy)
-        try:
-            return peers.kube.replace(obj)
-        except KubeApiError as err:
-            if err.reason != "Conflict" or attempt == CONFLICT_RETRIES - 1:
-                raise
-        existing = peers.kube.get(name)
-        live_entry = peers.buyer.status().get(name)
-        purchases.check_topup_allowed(existing, live_entry)
-    raise AssertionError("unreachable")
 
 
 def _wait_ready(peers: Peers, ctx: Context, written: dict, timeout: float) -> tuple[dict, str | None]:

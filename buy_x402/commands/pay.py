@@ -107,7 +107,7 @@ def _run(ctx: Context, args: Namespace, *, agent: bool) -> Result:
                           hint=f"fund {wallet}; nothing was signed",
                           data={"wallet": wallet, "balance": str(balance), "price": str(option.amount)})
     if option.transfer_method == "permit2":
-        _check_permit2_allowance(peers, option, wallet)
+        check_permit2_allowance(peers, option, wallet)
 
     # 3. Sign one voucher (the only step that commits the wallet) and send it once.
     now = int(time.time())
@@ -142,7 +142,7 @@ def _run(ctx: Context, args: Namespace, *, agent: bool) -> Result:
     return Result(command=command, data=data, warnings=warnings)
 
 
-def _check_permit2_allowance(peers: Peers, option: x402.PaymentOption, wallet: str) -> None:
+def check_permit2_allowance(peers: Peers, option: x402.PaymentOption, wallet: str) -> None:
     from ..signing import PERMIT2_ADDRESS
     if peers.chain.allowance(option.chain.name, option.asset, wallet, PERMIT2_ADDRESS) == 0:
         data = "0x095ea7b3" + PERMIT2_ADDRESS[2:].lower().rjust(64, "0") + "f" * 64

@@ -17,7 +17,7 @@ from ..amounts import auth_expiry, format_amount
 from ..errors import (BuyError, BuyerError, DefaultNotChanged, ExitCode, KubeApiError, PurchaseError,
                       TransportError, UsageError)
 from ..result import Context, Result
-from .buy import _check_permit2_allowance, _presign, _replace_with_retry
+from .vouchers import check_permit2_allowance, presign, replace_with_retry
 from .common import Peers
 from .listing import find_purchase
 
@@ -135,12 +135,12 @@ def _reconcile(peers: Peers, obj: dict, entry: dict) -> dict[str, Any]:
         return _skip(peers, name, f"wallet balance {fmt(balance)} below refill cost {fmt(cost)} "
                                   f"({plan.count} × {fmt(price)}); skipping")
     if option.transfer_method == "permit2":
-        _check_permit2_allowance(peers, option, wallet)
+        check_permit2_allowance(peers, option, wallet)
 
     valid_before = auth_expiry(peers.settings.auth_ttl, int(time.time()))
-    auths = _presign(peers, peers.ctx, option, wallet, plan.count, valid_before, offer)
+    auths = presign(peers, peers.ctx, option, wallet, plan.count, valid_before, offer)
     new_payment = purchases.merge_payment(payment, {**payment, "price": str(price)})
-    written = _replace_with_retry(peers, name, obj, entry, auths, new_payment, policy)
+    written = replace_with_retry(peers, name, obj, entry, auths, new_payment, policy)
     pool = len(written["spec"]["preSignedAuths"])
     return {"name": name, "action": "refilled", "reason": plan.reason, "count": plan.count,
             "price": {"atomic": str(price), "display": fmt(price)},
