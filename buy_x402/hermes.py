@@ -296,7 +296,7 @@ def _cli_argv(cfg: HermesConfig, hermes_bin: str, model: str) -> list[str]:
     return [hermes_bin, "-p", cfg.profile or "default", "config", "set", "--", "model.default", model]
 
 
-def _run_cli(cfg: HermesConfig, argv: list[str], timeout_s: float) -> tuple[int, str, str]:
+def run_cli(cfg: HermesConfig, argv: list[str], timeout_s: float) -> tuple[int, str, str]:
     """Run the Hermes CLI in its own process group so a timeout kills it and its children."""
     env = dict(os.environ)  # the child's environment, not a setting: HERMES_HOME must be the resolved home
     env["HERMES_HOME"] = str(cfg.home)
@@ -335,7 +335,7 @@ def write_default(cfg: HermesConfig, before: Snapshot, model: str, *, hermes_bin
         why = "no Hermes CLI found (HERMES_BIN unset, none installed)"
     else:
         try:
-            rc, out, err = _run_cli(cfg, _cli_argv(cfg, hermes_bin, model), timeout_s)
+            rc, out, err = run_cli(cfg, _cli_argv(cfg, hermes_bin, model), timeout_s)
         except FileNotFoundError:
             why = f"Hermes CLI {hermes_bin} does not exist"
         except PermissionError:

@@ -69,7 +69,7 @@ def _cli(peers: Peers, cfg: hermes.HermesConfig, *args: str) -> str:
                                 hint="set HERMES_BIN to the hermes executable", code="no_hermes_cli")
     argv = [binary, "-p", cfg.profile or "default", "cron", *args]
     try:
-        code, out, err = hermes._run_cli(cfg, argv, CLI_TIMEOUT_S)
+        code, out, err = hermes.run_cli(cfg, argv, CLI_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise HermesConfigError(f"`hermes cron {args[0]}` did not finish within {CLI_TIMEOUT_S:g} s",
                                 code="hermes_cli_timeout") from None
