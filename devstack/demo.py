@@ -16,6 +16,7 @@ import requests
 
 from . import config
 from .__main__ import down, up
+from .parts.chain import token_balance
 from .stack import REPO, Stack, log
 
 
@@ -39,11 +40,7 @@ def chat(stack: Stack, text: str) -> str:
 
 
 def usdc_balance(stack: Stack, owner: str) -> int:
-    data = "0x70a08231" + owner[2:].lower().rjust(64, "0")
-    resp = requests.post(stack.env["ANVIL_RPC_URL"], json={
-        "jsonrpc": "2.0", "id": 1, "method": "eth_call",
-        "params": [{"to": config.USDC_ADDRESS, "data": data}, "latest"]}, timeout=10)
-    return int(resp.json()["result"], 16)
+    return token_balance(stack.env["ANVIL_RPC_URL"], config.USDC_ADDRESS, owner)
 
 
 def buyer_status(stack: Stack) -> dict:

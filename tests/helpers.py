@@ -8,6 +8,7 @@ from pathlib import Path
 import requests
 
 from devstack import config
+from devstack.parts.chain import token_balance
 from devstack.stack import Stack
 
 PR_PATH = "/apis/obol.org/v1alpha1/namespaces/{ns}/purchaserequests"
@@ -36,11 +37,7 @@ def kube_names(stack: Stack) -> list[str]:
 
 
 def usdc_balance(stack: Stack, owner: str) -> int:
-    data = "0x70a08231" + owner[2:].lower().rjust(64, "0")
-    resp = requests.post(stack.env["ANVIL_RPC_URL"], json={
-        "jsonrpc": "2.0", "id": 1, "method": "eth_call",
-        "params": [{"to": config.USDC_ADDRESS, "data": data}, "latest"]}, timeout=10)
-    return int(resp.json()["result"], 16)
+    return token_balance(stack.env["ANVIL_RPC_URL"], config.USDC_ADDRESS, owner)
 
 
 def buyer_status(stack: Stack) -> dict:

@@ -1,7 +1,6 @@
 """`buy --set-default` and `default show|set|restore` against the real Hermes agent, LiteLLM and devstack."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
