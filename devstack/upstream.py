@@ -41,6 +41,7 @@ def first_user_message(messages: object) -> str:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # kept-alive answers must not wait on a delayed ACK
     server_version = "devstack-upstream/1"
     log_path: Path
 

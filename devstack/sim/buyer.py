@@ -172,6 +172,7 @@ def payment_header(auth: dict, challenge: requests.Response) -> tuple[str, str]:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # kept-alive answers must not wait on a delayed ACK
     server_version = "x402-buyer-sim/1"
     pools: Pools
     sessions = threading.local()  # requests.Session is not thread-safe: one per handler thread
