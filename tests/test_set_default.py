@@ -105,6 +105,16 @@ def test_the_mission_adopt_chat_paid_restore_chat_free(stack):
 
 # --- refusals: each exits 4, names its cause, and leaves the file Hermes reads byte for byte -----------
 
+@pytest.fixture()
+def bought(stack):
+    """paid/deepseek-v4-pro is published by a serving purchase (the mission test makes it; alone, buy it)."""
+    if kube_get(stack, NAME) is None:
+        result = run_buy(["buy", NAME, "--endpoint", offer(stack, MODEL)["url"], "--model", MODEL, "--count", "2",
+                          "--json"], stack_env(stack))
+        assert result.returncode == 0, result.stderr
+    return ALIAS
+
+
 def read_state_file(stack) -> dict:
     import json
     path = Path(stack.env["HERMES_HOME"]) / "buy-x402" / "state.json"
@@ -215,7 +225,7 @@ def test_refuses_when_the_canary_fails_on_an_empty_pool(stack, tmp_path):
     assert "canary" in refused(stack, home, "paid/glm-5")["message"]
 
 
-def test_adopting_through_the_fallback_writer_when_the_hermes_cli_is_missing(stack, tmp_path):
+def test_adopting_through_the_fallback_writer_when_the_hermes_cli_is_missing(stack, tmp_path, bought):
     home = tmp_home(stack, tmp_path)
     mode = file_state(home / "config.yaml")[1]
     result = run_buy(["default", "set", ALIAS, "--no-canary", "--json"],
@@ -240,3 +250,26 @@ def test_not_ready_leaves_the_config_untouched(stack):
     assert result.returncode == 3
     assert file_state(config_path(stack)) == state
     assert kube_get(stack, "t-kimi") is not None
+
+
+def test_refuses_when_the_cli_and_the_fallback_both_fail(stack, tmp_path, bought):
+    """An immutable Hermes home: the CLI cannot write its temp file and neither can the fallback."""
+    home = tmp_home(stack, tmp_path)
+    (home / ".buy-x402.lock").touch()              # the lock and the state record live outside the
+    (home / "buy-x402").mkdir(mode=0o700)          # immutable directory's own entries
+    subprocess.run(["chattr", "+i", str(home)], check=True)
+    try:
+        err = refused(stack, home, ALIAS, "--no-canary")
+    finally:
+        subprocess.run(["chattr", "-i", str(home)], check=True)
+    assert "Hermes CLI exited" in err["message"] and "direct edit failed too" in err["message"]
+
+
+def test_a_cli_that_dies_mid_write_is_undone(stack, tmp_path, bought):
+    """The CLI leaves a broken file and exits 1; the fallback cannot parse it; the original comes back."""
+    home = tmp_home(stack, tmp_path)
+    fake = tmp_path / "hermes-dies"
+    fake.write_text('#!/bin/sh\nprintf "model: [garbage" > "$HERMES_HOME/config.yaml"\nexit 1\n')
+    fake.chmod(0o755)
+    err = refused(stack, home, ALIAS, "--no-canary", HERMES_BIN=str(fake))
+    assert "YAML" in err["message"]

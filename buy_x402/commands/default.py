@@ -128,6 +128,7 @@ def adopt(peers: Peers, model: str, *, purchase: str | None = None, canary: bool
             write = hermes.write_default(cfg, before, model, hermes_bin=peers.settings.hermes_bin)
             hermes.verify_write(cfg, before, model)
         except BuyError as err:
+            _put_back(cfg, before, err)
             hermes.drop_pending(cfg)
             raise _refuse("write", err, model) from err
         hermes.mark_applied(cfg)
@@ -175,6 +176,7 @@ def restore(peers: Peers) -> dict[str, Any]:
             write = hermes.write_default(cfg, before, previous, hermes_bin=peers.settings.hermes_bin)
             hermes.verify_write(cfg, before, previous)
         except BuyError as err:
+            _put_back(cfg, before, err)
             raise _refuse("write", err, previous) from err
         hermes.pop_adoption(cfg)
         return {"model": previous, "replaced": current, "config": str(cfg.path), "changed": True,
@@ -198,6 +200,15 @@ def show(peers: Peers) -> dict[str, Any]:
         elif live is None:
             data["live"] = None
     return data
+
+
+def _put_back(cfg, before, err: BuyError) -> None:
+    """A failed write may have left a damaged file (a CLI that died mid-way, then a failed fallback):
+    put the original bytes back. A no-op when the file is intact."""
+    try:
+        hermes.restore_bytes(cfg, before)
+    except OSError as exc:
+        err.message += f"; the original could NOT be put back ({exc.strerror}): check {cfg.path} by hand"
 
 
 def _live_spent(peers: Peers, purchase: str | None) -> int | None:
