@@ -43,7 +43,14 @@ terminal:
   cwd: /data
 """
 
-needs_hermes = pytest.mark.skipif(not HERMES_BIN.exists(), reason="run `make deps` for the Hermes CLI")
+@pytest.fixture()
+def hermes_cli() -> Path:
+    """The real Hermes CLI: required, not optional — `make test` installs it, so its absence is a failure."""
+    assert HERMES_BIN.exists(), f"{HERMES_BIN} is missing: run `make deps`"
+    return HERMES_BIN
+
+
+needs_hermes = pytest.mark.usefixtures("hermes_cli")
 
 
 @pytest.fixture(autouse=True)
