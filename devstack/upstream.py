@@ -13,8 +13,8 @@ import json
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from .loopback import LoopbackHandler, make_server
 
 try:
     from .config import FREE_MODEL
@@ -39,42 +39,32 @@ def first_user_message(messages: object) -> str:
     return ""
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # kept-alive answers must not wait on a delayed ACK
+class Handler(LoopbackHandler):
     server_version = "devstack-upstream/1"
     log_path: Path
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         print(f"{self.address_string()} {format % args}", flush=True)
 
-    def _send_json(self, status: int, body: object) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         if self.path.rstrip("/") == "/v1/models":
-            self._send_json(200, {"object": "list", "data": [
+            self.send_json(200, {"object": "list", "data": [
                 {"id": FREE_MODEL, "object": "model", "created": 0, "owned_by": "devstack"}]})
         else:
-            self._send_json(404, {"error": {"message": f"not found: {self.path}", "code": 404}})
+            self.send_json(404, {"error": {"message": f"not found: {self.path}", "code": 404}})
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         if self.path.rstrip("/") != "/v1/chat/completions":
-            self._send_json(404, {"error": {"message": f"not found: {self.path}", "code": 404}})
+            self.send_json(404, {"error": {"message": f"not found: {self.path}", "code": 404}})
             return
         try:
             body = json.loads(raw or b"{}")
             if not isinstance(body, dict):
                 raise ValueError("body is not an object")
         except ValueError as exc:
-            self._send_json(400, {"error": {"message": f"bad JSON: {exc}", "code": 400}})
+            self.send_json(400, {"error": {"message": f"bad JSON: {exc}", "code": 400}})
             return
         model = str(body.get("model") or "")
         stream = bool(body.get("stream"))
@@ -85,7 +75,7 @@ class Handler(BaseHTTPRequestHandler):
         if stream:
             self._stream(model)
         else:
-            self._send_json(200, completion(model))
+            self.send_json(200, completion(model))
 
     def _stream(self, model: str) -> None:
         """SSE in the OpenAI shape: a role chunk, a content chunk, a finish chunk, [DONE]."""
@@ -125,9 +115,7 @@ def completion(model: str) -> dict:
 def serve(port: int, log_path: Path) -> None:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.touch()
-    handler = type("BoundHandler", (Handler,), {"log_path": log_path})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
+    server = make_server(port, Handler, log_path=log_path)
     print(f"upstream serving {FREE_MODEL} on 127.0.0.1:{port}, log {log_path}", flush=True)
     try:
         server.serve_forever()

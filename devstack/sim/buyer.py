@@ -17,11 +17,11 @@ import os
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import requests
+from ..loopback import LoopbackHandler, make_server
 
 RELOAD_INTERVAL_S = 5.0
 UPSTREAM_TIMEOUT_S = 120.0
@@ -170,9 +170,7 @@ def payment_header(auth: dict, challenge: requests.Response) -> tuple[str, str]:
     return "PAYMENT-SIGNATURE", b64json(payment)
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # kept-alive answers must not wait on a delayed ACK
+class Handler(LoopbackHandler):
     server_version = "x402-buyer-sim/1"
     pools: Pools
     sessions = threading.local()  # requests.Session is not thread-safe: one per handler thread
@@ -184,25 +182,9 @@ class Handler(BaseHTTPRequestHandler):
             self.sessions.session.trust_env = False
         return self.sessions.session
 
-    def log_message(self, fmt: str, *args: Any) -> None:  # request lines go to the log only on errors
-        pass
-
     # -- plumbing -----------------------------------------------------------------------------
-    def _send(self, status: int, body: bytes, content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status: int, value: Any) -> None:
-        self._send(status, json.dumps(value).encode())
-
     def _error(self, status: int, message: str) -> None:
-        self._json(status, {"error": {"message": message}})
+        self.send_json(status, {"error": {"message": message}})
 
     def _read_body(self) -> bytes:
         """Content-Length or chunked: some HTTP clients stream request bodies."""
@@ -222,13 +204,13 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/healthz":
-            self._send(200, b"ok", "text/plain")
+            self.send_body(200, b"ok", "text/plain")
         elif path == "/status":
-            self._json(200, self.pools.status())
+            self.send_json(200, self.pools.status())
         elif path in ("/v1/models", "/models"):
             data = [{"id": s["public_model"], "object": "model", "created": 0, "owned_by": "x402-buyer"}
                     for s in self.pools.status().values()]
-            self._json(200, {"object": "list", "data": data})
+            self.send_json(200, {"object": "list", "data": data})
         else:
             self._error(404, "not found")
 
@@ -237,7 +219,7 @@ class Handler(BaseHTTPRequestHandler):
         raw = self._read_body()
         if path == "/admin/reload":
             self.pools.reload()
-            self._json(200, {"status": "reload triggered"})
+            self.send_json(200, {"status": "reload triggered"})
         elif path in ("/v1/chat/completions", "/chat/completions", "/v1/responses", "/responses"):
             upstream_path = path if path.startswith("/v1/") else "/v1" + path
             self._proxy(raw, upstream_path)
@@ -302,7 +284,7 @@ class Handler(BaseHTTPRequestHandler):
                  if k in resp.headers}
         content_type = resp.headers.get("Content-Type", "application/json")
         if not (stream and resp.status_code == 200 and "text/event-stream" in content_type):
-            self._send(resp.status_code, resp.content, content_type, extra)
+            self.send_body(resp.status_code, resp.content, content_type, extra)
             return
         self.send_response(resp.status_code)
         self.send_header("Content-Type", content_type)
@@ -337,8 +319,7 @@ def serve(port: int, config_dir: Path, auths_dir: Path, state_file: Path) -> Non
                 log(f"reload failed: {exc!r}")
 
     threading.Thread(target=reload_forever, daemon=True).start()
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
+    server = make_server(port, Handler)
     log(f"listening on 127.0.0.1:{port}")
     server.serve_forever()
 

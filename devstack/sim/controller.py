@@ -20,11 +20,11 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import requests
+from ..loopback import LoopbackHandler, make_server
 
 FINALIZER = "obol.org/purchase-finalizer"
 GROUP_PATH = "/apis/obol.org/v1alpha1"
@@ -530,20 +530,12 @@ class Controller:
                 log(f"{name}: {c['type']}={c['status']} {c.get('reason')}: {c.get('message')}")
 
 
-class Health(BaseHTTPRequestHandler):
+class Health(LoopbackHandler):
     listed: threading.Event
-
-    def log_message(self, fmt: str, *args: Any) -> None:
-        pass
 
     def do_GET(self) -> None:
         ok = self.path.split("?")[0] in ("/healthz", "/readyz") and self.listed.is_set()
-        body = b"ok" if ok else b"not ready"
-        self.send_response(200 if ok else 503)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.send_body(200 if ok else 503, b"ok" if ok else b"not ready", "text/plain")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -558,8 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     kube = KubeClient(args.server, args.token, args.ca, args.namespace)
     controller = Controller(kube, args.buyer_url, args.config_dir, args.auths_dir)
     Health.listed = controller.listed
-    health = ThreadingHTTPServer(("127.0.0.1", args.health_port), Health)
-    health.daemon_threads = True
+    health = make_server(args.health_port, Health)
     threading.Thread(target=health.serve_forever, daemon=True).start()
     threading.Thread(target=controller.sync_forever, daemon=True).start()
     log(f"watching purchaserequests in {args.namespace}; buyer {args.buyer_url}")

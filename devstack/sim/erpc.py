@@ -13,35 +13,22 @@ import http.client
 import json
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from ..loopback import LoopbackHandler, make_server
 
 
-class ErpcHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse one connection for many calls
-    # Headers and body leave in separate writes: without TCP_NODELAY a kept-alive connection stalls
-    # ~40 ms per answer on Nagle + delayed ACK (real signers and proxies set it too).
-    disable_nagle_algorithm = True
+class ErpcHandler(LoopbackHandler):
     upstream: urllib.parse.SplitResult
     chains: set[str]
     _local = threading.local()
 
-    def log_message(self, fmt: str, *args) -> None:  # quiet: one line per request is noise here
-        pass
-
-    def _answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
     def _rpc_error(self, status: int, code: int, message: str, request_id=None) -> None:
         body = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
-        self._answer(status, json.dumps(body).encode())
+        self.send_body(status, json.dumps(body).encode())
 
     def do_GET(self) -> None:
         if self.path.rstrip("/") in ("/healthcheck", "/healthz"):
-            self._answer(200, b'{"status":"ok"}')
+            self.send_body(200, b'{"status":"ok"}')
         else:
             self._rpc_error(405, -32600, "use POST with a JSON-RPC body")
 
@@ -62,7 +49,7 @@ class ErpcHandler(BaseHTTPRequestHandler):
         except (OSError, http.client.HTTPException) as exc:
             self._rpc_error(502, -32603, f"upstream unreachable: {exc}")
             return
-        self._answer(status, answer)
+        self.send_body(status, answer)
 
     def _forward(self, body: bytes) -> tuple[int, bytes]:
         """POST to anvil over this thread's persistent connection (reconnect once if it dropped)."""
@@ -84,10 +71,7 @@ class ErpcHandler(BaseHTTPRequestHandler):
 
 
 def serve(port: int, upstream: str, chains: set[str]) -> None:
-    handler = type("Handler", (ErpcHandler,), {"upstream": urllib.parse.urlsplit(upstream), "chains": chains})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
-    server.serve_forever()
+    make_server(port, ErpcHandler, upstream=urllib.parse.urlsplit(upstream), chains=chains).serve_forever()
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ..loopback import LoopbackHandler, make_server
 
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
@@ -100,33 +100,18 @@ SIGNERS = {"typed-data": sign_typed_data, "message": sign_message, "hash": sign_
            "transaction": sign_transaction}
 
 
-class SignerHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body leave in separate writes: without TCP_NODELAY a kept-alive connection stalls
-    # ~40 ms per answer on Nagle + delayed ACK (real signers and proxies set it too).
-    disable_nagle_algorithm = True
+class SignerHandler(LoopbackHandler):
     account = None  # set per server by serve()
 
-    def log_message(self, fmt: str, *args) -> None:
-        pass
-
-    def _answer(self, status: int, payload: dict) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
     def _error(self, status: int, code: str, message: str, address: str = "") -> None:
-        self._answer(status, {"error": message, "code": code, "address": address})
+        self.send_json(status, {"error": message, "code": code, "address": address})
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         if path == "/healthz":
-            self._answer(200, {"status": "ok"})
+            self.send_json(200, {"status": "ok"})
         elif path == "/api/v1/keys":
-            self._answer(200, {"keys": [self.account.address]})
+            self.send_json(200, {"keys": [self.account.address]})
         else:
             self._error(404, "BAD_REQUEST", f"no such endpoint: GET {path}")
 
@@ -150,7 +135,7 @@ class SignerHandler(BaseHTTPRequestHandler):
             self._error(400, "BAD_REQUEST", "body must be a JSON object", address)
             return
         try:
-            self._answer(200, SIGNERS[match["kind"]](self.account, body))
+            self.send_json(200, SIGNERS[match["kind"]](self.account, body))
         except SignerError as exc:
             self._error(exc.status, exc.code, str(exc), address)
         except Exception as exc:  # an unexpected failure still answers the API's error shape
@@ -158,10 +143,7 @@ class SignerHandler(BaseHTTPRequestHandler):
 
 
 def serve(port: int, key: str) -> None:
-    handler = type("Handler", (SignerHandler,), {"account": Account.from_key(key)})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
-    server.serve_forever()
+    make_server(port, SignerHandler, account=Account.from_key(key)).serve_forever()
 
 
 def main() -> None:
