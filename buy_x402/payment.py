@@ -9,7 +9,6 @@ voucher that left this process may be redeemed, so anything unexpected after sen
 from __future__ import annotations
 
 import base64
-import binascii
 import copy
 import json
 import time
@@ -20,7 +19,7 @@ import requests
 import urllib3
 
 from .errors import BuyError, TransportError
-from .x402 import PaymentOption, PaymentRequired
+from .x402 import PaymentOption, PaymentRequired, decode_b64_json
 
 V2_REQUEST_HEADER = "PAYMENT-SIGNATURE"
 V1_REQUEST_HEADER = "X-PAYMENT"
@@ -136,8 +135,8 @@ def decode_settlement(headers: Mapping[str, str]) -> Settlement | None:
         if not value:
             continue
         try:
-            doc = json.loads(base64.b64decode(value + "=" * (-len(value) % 4)))
-        except (binascii.Error, ValueError) as exc:
+            doc = decode_b64_json(value)
+        except ValueError as exc:
             return Settlement(header=name, decode_error=f"{exc.__class__.__name__}: {value[:80]}")
         if not isinstance(doc, dict):
             return Settlement(header=name, decode_error=f"not a JSON object: {value[:80]}")
@@ -156,8 +155,8 @@ def rejection_reason(status: int, headers: Mapping[str, str], body: bytes) -> st
     if lowered.get("payment-required"):
         value = lowered["payment-required"].strip()
         try:
-            candidates.append(json.loads(base64.b64decode(value + "=" * (-len(value) % 4))))
-        except (binascii.Error, ValueError):
+            candidates.append(decode_b64_json(value))
+        except ValueError:
             pass
     try:
         candidates.append(json.loads(body or b""))

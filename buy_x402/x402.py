@@ -7,7 +7,6 @@ and answers `{}` as the body; v1/Obol sellers put them in the JSON body. Both ar
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -180,13 +179,20 @@ def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
     return None
 
 
+def decode_b64_json(value: str) -> Any:
+    """An x402 header value: base64 (standard or URL-safe, padding optional) of JSON.
+    Raises ValueError (binascii.Error is one) when it is not."""
+    text = value.strip()
+    decoded = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text) else None,
+                               validate=True)
+    return json.loads(decoded)
+
+
 def _decode_header(value: str) -> dict:
     text = value.strip()
     try:
-        decoded = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text) else None,
-                                   validate=True)
-        doc = json.loads(decoded)
-    except (binascii.Error, ValueError) as exc:
+        doc = decode_b64_json(text)
+    except ValueError as exc:
         raise SellerError(f"the seller's PAYMENT-REQUIRED header is not base64-encoded JSON ({exc.__class__.__name__}): "
                           f"{_preview(text)}", hint="the seller's x402 setup is broken; tell its operator") from exc
     if not isinstance(doc, dict):
