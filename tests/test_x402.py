@@ -398,7 +398,7 @@ def test_chain_allowance_follows_an_approve(chain_rpc):
     tx = chain_part.rpc(chain_rpc["anvil"], "eth_sendTransaction", [{
         "from": holder, "to": USDC_BASE_SEPOLIA,
         "data": chain_part.calldata("approve(address,uint256)", PERMIT2_ADDRESS, 777)}])
-    assert chain_part.rpc(chain_rpc["anvil"], "eth_getTransactionReceipt", [tx]) is not None
+    assert int(chain_part.wait_receipt(chain_rpc["anvil"], tx)["status"], 16) == 1
     assert chain.allowance("base-sepolia", USDC_BASE_SEPOLIA, holder, PERMIT2_ADDRESS) == 777
 
 

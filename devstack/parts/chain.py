@@ -60,14 +60,21 @@ def mint(url: str, token: str, to: str, amount: int) -> None:
     """Mint from the facilitator account (unlocked on anvil) and fail if the receipt says so."""
     tx = rpc(url, "eth_sendTransaction", [{"from": address_of(config.FACILITATOR_KEY), "to": token,
                                            "data": calldata("mint(address,uint256)", to, amount)}])
-    receipt = None
-    deadline = time.monotonic() + 10
-    while receipt is None and time.monotonic() < deadline:  # anvil may answer before it mined
-        receipt = rpc(url, "eth_getTransactionReceipt", [tx])
-        if receipt is None:
-            time.sleep(0.02)
-    if not receipt or int(receipt["status"], 16) != 1:
+    receipt = wait_receipt(url, tx)
+    if int(receipt["status"], 16) != 1:
         raise RuntimeError(f"mint to {to} failed: {receipt}")
+
+
+def wait_receipt(url: str, tx: str, timeout: float = 10.0) -> dict:
+    """The receipt of `tx`; anvil may answer eth_sendTransaction before the block is mined."""
+    deadline = time.monotonic() + timeout
+    while True:
+        receipt = rpc(url, "eth_getTransactionReceipt", [tx])
+        if receipt is not None:
+            return receipt
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no receipt for {tx} after {timeout:g}s")
+        time.sleep(0.02)
 
 
 def up(stack: Stack) -> None:
