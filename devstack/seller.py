@@ -8,7 +8,9 @@ Offers (`POST /services/<offer>/v1/chat/completions`):
 - every config.OFFERS entry: x402 v2, one USDC option at the offer's price;
 - `multi`: two USDC options (3000 and 1000 atomic), for payment-option choice;
 - `legacy`: x402 v1, the requirement in the JSON body, paid with `X-PAYMENT` (the SDK server
-  cannot emit v1, so this route drives the same in-process facilitator by hand).
+  cannot emit v1, so this route drives the same in-process facilitator by hand);
+- `drift`: x402 v2 with the SDK's dynamic price, read at each request from
+  `$SELLER_PRICES_DIR/drift`, so a test can move the seller's price under a live purchase.
 """
 from __future__ import annotations
 
@@ -34,13 +36,25 @@ from devstack.parts.seller import LEGACY_PRICE, all_offers
 
 MAX_TIMEOUT_SECONDS = 300
 USDC_EXTRA = {"name": "USDC", "version": "2"}
+
+
 def _usdc(amount: str) -> dict:
     return {"amount": amount, "asset": config.USDC_ADDRESS, "extra": dict(USDC_EXTRA)}
 
 
-def _option(pay_to: str, amount: str) -> PaymentOption:
-    return PaymentOption(scheme="exact", pay_to=pay_to, network=config.CAIP2, price=_usdc(amount),
+def _option(pay_to: str, amount) -> PaymentOption:
+    """One exact-scheme USDC option; `amount` is atomic units, or a DynamicPrice."""
+    price = amount if callable(amount) else _usdc(amount)
+    return PaymentOption(scheme="exact", pay_to=pay_to, network=config.CAIP2, price=price,
                          max_timeout_seconds=MAX_TIMEOUT_SECONDS)
+
+
+def _price_from_file(path: str):
+    """A DynamicPrice for the SDK: the file's atomic amount, read at each request."""
+    def price(_context) -> dict:
+        with open(path, encoding="ascii") as f:
+            return _usdc(f.read().strip())
+    return price
 
 
 def _completion(model: str, request_body: dict) -> dict:
@@ -103,8 +117,11 @@ def create_app() -> FastAPI:
         if offer["x402Version"] == 1:
             _add_legacy_route(app, path, offer["model"], pay_to, facilitator)
             continue
-        prices = offer.get("prices") or [offer["price"]]
-        routes[f"POST {path}"] = RouteConfig(accepts=[_option(pay_to, p) for p in prices],
+        if offer.get("movable"):
+            accepts = [_option(pay_to, _price_from_file(os.path.join(os.environ["SELLER_PRICES_DIR"], offer["offer"])))]
+        else:
+            accepts = [_option(pay_to, p) for p in offer.get("prices") or [offer["price"]]]
+        routes[f"POST {path}"] = RouteConfig(accepts=accepts,
                                              description=f"chat completions from {offer['model']}",
                                              mime_type="application/json")
         _add_chat_route(app, path, offer["model"])

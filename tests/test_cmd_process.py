@@ -1,6 +1,7 @@
 """`process` (auto-refill reconcile + default guardian) and `schedule`, against the devstack.
 
-Each purchase here owns one model no other test buys (llama-4-scout, mistral-large-3, gemma-4-27b).
+Each purchase here owns one model no other test buys (llama-4-scout, mistral-large-3, gemma-4-27b,
+drift-model).
 Most runs use `process NAME` so purchases of other tests cannot change what is asserted; the guardian
 runs use `process --all`, as the cron job does.
 """
@@ -27,6 +28,7 @@ from tests.conftest import run_buy, stack_env
 REFILL = "refill-llama"
 CAPPED = "capped-mistral"
 GUARDED = "guard-gemma"
+DRIFTED = "drift-refill"
 BUYER_DOWN_MESSAGE = "x402-buyer status is unavailable; cannot make safe refill decisions."
 
 
@@ -221,6 +223,50 @@ def test_price_above_the_cost_cap_skips_the_refill_with_its_reason(stack):
     data = run_buy(["process", CAPPED, "--json"], env).json
     assert data["exit_code"] == 0 and data["refilled"] == 0 and data["changed"] is False
     assert data["purchases"][0]["reason"].startswith("seller price 0.0015 USDC (1500 atomic) exceeds cost cap")
+
+
+def _ready_for_its_generation(obj: dict) -> bool:
+    ready = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
+    return ready.get("status") == "True" and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+
+
+def test_a_moved_seller_price_is_capped_then_followed_and_written_to_the_spec(stack):
+    env = stack_env(stack)
+    drift = offer(stack, "drift-model")
+    price_file = Path(drift["price_file"])
+    ensure_purchase(stack, DRIFTED, "drift-model", "--count", "2", "--auto-refill", "--refill-threshold", "1",
+                    "--refill-count", "2", "--cost-cap", "0.002 USDC")
+    spend_to(stack, DRIFTED, "drift-model", 1)
+    before = settled(stack, DRIFTED)
+    assert before["spec"]["payment"]["price"] == "1000"
+    try:
+        price_file.write_text("2500")  # above the cap: the refill waits, nothing is signed or written
+        res = run_buy(["process", DRIFTED], env)
+        assert (res.returncode, res.stdout) == (0, ""), res.stderr
+        assert (f"{DRIFTED}: seller price 0.0025 USDC (2500 atomic) exceeds cost cap 0.002 USDC (2000 atomic); "
+                "skipping refill") in res.stderr
+        assert kube(stack).get(DRIFTED)["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+        price_file.write_text("1500")  # under the cap: refill at the seller's new quote
+        res = run_buy(["process", DRIFTED, "--json"], env)
+        assert res.returncode == 0, res.stderr
+        action = res.json["purchases"][0]
+        assert action["action"] == "refilled" and action["count"] == 2 and action["pool"] == 3
+        assert action["price_moved"] == {"from": "1000", "to": "1500"}
+        assert action["cost"]["atomic"] == "3000"
+        assert (f"{DRIFTED}: seller price moved 0.001 USDC (1000 atomic) → 0.0015 USDC (1500 atomic); "
+                "refilling at the seller's quote") in res.stderr
+        after = kube(stack).get(DRIFTED)
+        pool = after["spec"]["preSignedAuths"]
+        assert after["spec"]["payment"]["price"] == "1500"  # so the controller's probe agrees (§18.6)
+        assert pool[:1] == before["spec"]["preSignedAuths"][-1:]
+        assert [a["payment"]["payload"]["authorization"]["value"] for a in pool[1:]] == ["1500", "1500"]
+        assert all(a["payment"]["accepted"]["amount"] == "1500" for a in pool[1:])
+        # The controller re-probes the seller for the new generation and finds the price it expects.
+        wait(lambda: _ready_for_its_generation(kube(stack).get(DRIFTED)), what="Ready for the refilled spec")
+        wait(lambda: live(stack)[DRIFTED]["remaining"] == 3, what="the refilled pool to go live")
+    finally:
+        price_file.write_text("1000")
 
 
 def test_buyer_down_fails_with_its_message_and_changes_nothing(stack):
