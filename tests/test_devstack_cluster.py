@@ -160,6 +160,15 @@ def qwen_purchase(cluster, kube) -> dict:
     return kube.wait("qwen", is_ready)
 
 
+def test_no_process_of_the_stack_carries_the_api_token_on_its_command_line(cluster):
+    token = cluster.info["kube"]["token"].encode()
+    processes = ["etcd", "crdsrv", "anvil", "erpc", "signer", "seller", "buyer", "controller"]
+    cmdlines = {name: Path(f"/proc/{cluster.pid(name)}/cmdline").read_bytes() for name in processes}
+    assert [name for name, line in cmdlines.items() if token in line] == []
+    token_file = Path(cluster.dir / "kube" / "controller-token")
+    assert token_file.read_bytes() == token and token_file.stat().st_mode & 0o777 == 0o600
+
+
 def test_purchase_becomes_ready_with_the_reference_status(cluster, qwen_purchase):
     pr, model = qwen_purchase, config.OFFERS[0]["model"]
     status = pr["status"]

@@ -7,7 +7,7 @@ x402-buyer's `<name>.json` files (the real one writes ConfigMaps `llm/x402-buyer
 `remaining`/`spent` into the status. Deletion drains first (finalizer `obol.org/purchase-finalizer`).
 Pure stage helpers come first, then `KubeClient` (requests, no kubernetes client) and `Controller`.
 
-    python -m devstack.sim.controller --server S --token T --ca CA --namespace NS --buyer-url U \
+    python -m devstack.sim.controller --server S --token-file F --ca CA --namespace NS --buyer-url U \
         --config-dir D1 --auths-dir D2 --health-port P
 """
 from __future__ import annotations
@@ -541,13 +541,14 @@ class Health(LoopbackHandler):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.sim.controller", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    for flag in ("--server", "--token", "--ca", "--namespace", "--buyer-url"):
+    for flag in ("--server", "--ca", "--namespace", "--buyer-url"):
         parser.add_argument(flag, required=True)
+    parser.add_argument("--token-file", type=Path, required=True, help="a file holding the bearer token")
     parser.add_argument("--config-dir", type=Path, required=True)
     parser.add_argument("--auths-dir", type=Path, required=True)
     parser.add_argument("--health-port", type=int, required=True)
     args = parser.parse_args(argv)
-    kube = KubeClient(args.server, args.token, args.ca, args.namespace)
+    kube = KubeClient(args.server, args.token_file.read_text().strip(), args.ca, args.namespace)
     controller = Controller(kube, args.buyer_url, args.config_dir, args.auths_dir)
     Health.listed = controller.listed
     health = make_server(args.health_port, Health)
