@@ -97,6 +97,12 @@ class PurchaseError(BuyError):
     code = "purchase"
 
 
+class PaymentFailed(BuyError):
+    """The paid request did not succeed after the voucher was sent. `data.settlement` says whether it
+    settled anyway."""
+    code = "payment_failed"
+
+
 class LiteLLMError(BuyError):
     code = "litellm"
 
@@ -125,7 +131,3 @@ class DefaultNotChanged(BuyError):
         self.cause = cause
         if cause is not None:
             self.data.setdefault("cause", {"code": cause.code, "message": cause.message})
-
-
-class NotImplementedYet(BuyError):
-    code = "not_implemented"

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import requests
 import urllib3
 
-from .errors import BuyError, TransportError
+from .errors import PaymentFailed, TransportError
 from .x402 import PaymentOption, PaymentRequired, decode_b64_json
 
 V2_REQUEST_HEADER = "PAYMENT-SIGNATURE"
@@ -29,12 +29,6 @@ CONNECT_TIMEOUT_S = 10.0
 STREAM_CHUNK_BYTES = 1024
 
 LineSink = Callable[[str], None]
-
-
-class PaymentFailed(BuyError):
-    """The paid request did not succeed after the voucher was sent. `data.settlement` says whether it
-    settled anyway."""
-    code = "payment_failed"
 
 
 @dataclass
