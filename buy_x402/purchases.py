@@ -123,9 +123,38 @@ def merge_payment(existing: dict[str, Any] | None, new: dict[str, Any]) -> dict[
     return merged
 
 
+PAYMENT_IDENTITY = ("network", "asset", "payTo")
+
+
+def check_same_payment(existing: dict[str, Any], tail: list[dict[str, Any]], payment: dict[str, Any]) -> None:
+    """Refuse a top-up whose vouchers pay another chain, token or payee than the unspent ones.
+
+    The buyer spends one pool under one `spec.payment`: a mixed pool would leave the old vouchers
+    described wrongly and refused by the seller. With nothing unspent the pool simply changes.
+    """
+    if not tail:
+        return
+    old = (existing.get("spec") or {}).get("payment") or {}
+    changes = [f"{key} {old.get(key) or '(none)'} → {payment.get(key) or '(none)'}" for key in PAYMENT_IDENTITY
+               if str(old.get(key) or "").lower() != str(payment.get(key) or "").lower()]
+    if changes:
+        name = (existing.get("metadata") or {}).get("name", "?")
+        raise PurchaseError(
+            f"PurchaseRequest {name} still holds {len(tail)} unspent vouchers paying {old.get('asset')} on "
+            f"{old.get('network')} to {old.get('payTo')}; this top-up would pay differently "
+            f"({'; '.join(changes)}) and one pool pays one way",
+            hint="top up with the same payment option (--payment-option/--token/--network), "
+                 "or buy under another name", data={"name": name, "changes": changes})
+
+
 def topup_object(existing: dict[str, Any], *, new_auths: list[dict[str, Any]], live_remaining: int,
-                 payment: dict[str, Any], auto_refill: dict[str, Any] | None) -> dict[str, Any]:
-    """The object to PUT for a top-up: unspent tail + new auths; metadata (resourceVersion) kept."""
+                 payment: dict[str, Any], auto_refill: dict[str, Any] | None,
+                 endpoint: str | None = None) -> dict[str, Any]:
+    """The object to PUT for a top-up: unspent tail + new auths; metadata (resourceVersion) kept.
+
+    `endpoint`, when given, replaces `spec.endpoint` (a seller that moved its offer URL), as the
+    upstream top-up does; the payment guard keeps the unspent vouchers valid for it.
+    """
     obj = copy.deepcopy(existing)
     obj.pop("status", None)
     obj.setdefault("apiVersion", API_VERSION)
@@ -133,6 +162,9 @@ def topup_object(existing: dict[str, Any], *, new_auths: list[dict[str, Any]], l
     spec = obj.setdefault("spec", {})
     name = (obj.get("metadata") or {}).get("name", "?")
     active = active_tail(spec.get("preSignedAuths") or [], live_remaining)
+    check_same_payment(existing, active, payment)
+    if endpoint is not None:
+        spec["endpoint"] = chat_endpoint(endpoint)
     pool = active + list(new_auths)
     if not pool:
         raise PurchaseError(f"top-up of PurchaseRequest {name} has no authorizations to keep or add",

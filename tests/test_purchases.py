@@ -141,6 +141,30 @@ def test_topup_payment_merge_keeps_existing_signing_metadata_unless_set():
         == ("2000", "permit2", "Old", "3")
 
 
+def test_topup_refuses_to_mix_payments_while_vouchers_are_unspent():
+    existing = live_object(n=5, remaining=2)
+    other = dict(PAYMENT, payTo="0x00000000000000000000000000000000000000aa", network="base")
+    with pytest.raises(PurchaseError) as err:
+        pr.topup_object(existing, new_auths=[auth(9)], live_remaining=2, payment=other, auto_refill=None)
+    assert err.value.message.startswith("PurchaseRequest remote-qwen still holds 2 unspent vouchers paying ")
+    assert err.value.data["changes"] == ["network base-sepolia → base",
+                                         f"payTo {PAY_TO} → 0x00000000000000000000000000000000000000aa"]
+    assert "--payment-option" in err.value.hint
+    pr.check_same_payment(existing, [auth(1)], dict(PAYMENT, payTo=PAY_TO.lower(), price="5"))  # same payee
+    emptied = pr.topup_object(existing, new_auths=[auth(9)], live_remaining=0, payment=other, auto_refill=None)
+    assert emptied["spec"]["payment"]["payTo"] == other["payTo"]  # nothing unspent: the pool simply changes
+    assert [a["id"] for a in emptied["spec"]["preSignedAuths"]] == [auth(9)["id"]]
+
+
+def test_topup_takes_a_moved_endpoint_and_keeps_it_otherwise():
+    existing = live_object()
+    kept = pr.topup_object(existing, new_auths=[auth(9)], live_remaining=5, payment=PAYMENT, auto_refill=None)
+    assert kept["spec"]["endpoint"] == "http://127.0.0.1:9/services/qwen/v1/chat/completions"
+    moved = pr.topup_object(existing, new_auths=[auth(9)], live_remaining=5, payment=PAYMENT, auto_refill=None,
+                            endpoint="http://127.0.0.1:9/services/qwen-v2")
+    assert moved["spec"]["endpoint"] == "http://127.0.0.1:9/services/qwen-v2/v1/chat/completions"
+
+
 def test_topup_over_the_crd_maximum_says_how_many_are_active():
     existing = live_object(n=2000)
     with pytest.raises(PurchaseError) as err:

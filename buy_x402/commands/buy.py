@@ -107,6 +107,11 @@ def run(ctx: Context, args: Namespace) -> Result:
         existing=(existing or {}).get("spec", {}).get("autoRefill"))
     payment = purchases.build_payment_spec(option, chain_name=chain_name, symbol=option.symbol,
                                            decimals=option.decimals)
+    if existing is not None:
+        purchases.check_same_payment(existing, tail, payment)
+        old_endpoint = existing.get("spec", {}).get("endpoint")
+        if old_endpoint != purchases.chat_endpoint(endpoint):
+            ctx.notify(f"{args.name} moves from {old_endpoint} to {purchases.chat_endpoint(endpoint)}")
 
     # 5. Sign (the only step that commits the wallet).
     ctx.notify(f"Signing {count} authorizations at {price_text} each "
@@ -127,7 +132,7 @@ def run(ctx: Context, args: Namespace) -> Result:
             raise
         ctx.notify(f"Created PurchaseRequest {peers.kube.config.namespace}/{args.name}")
     else:
-        written = replace_with_retry(peers, args.name, existing, live_entry, auths, payment, policy)
+        written = replace_with_retry(peers, args.name, existing, live_entry, auths, payment, policy, endpoint)
         ctx.notify(f"Updated PurchaseRequest {peers.kube.config.namespace}/{args.name} "
                    f"({len(written['spec']['preSignedAuths'])} active vouchers)")
 
@@ -186,9 +191,6 @@ def _ensure_schedule(peers: Peers, ctx: Context) -> dict | None:
         ctx.warn(f"the auto-refill cron job could not be set up ({err.message}); "
                  "run `buy.py schedule` so the pool is topped up and the default guarded")
         return None
-
-
-
 
 
 def _wait_ready(peers: Peers, ctx: Context, written: dict, timeout: float) -> tuple[dict, str | None]:

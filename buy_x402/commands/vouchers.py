@@ -37,11 +37,11 @@ def check_permit2_allowance(peers: Peers, option, wallet: str) -> None:
 
 
 def replace_with_retry(peers: Peers, name: str, existing: dict, live_entry: dict, auths: list,
-                        payment: dict, policy: dict | None) -> dict:
+                        payment: dict, policy: dict | None, endpoint: str | None = None) -> dict:
     """PUT the merged pool; on Conflict re-read, re-check and merge again with the fresh live tail."""
     for attempt in range(CONFLICT_RETRIES):
         obj = purchases.topup_object(existing, new_auths=auths, live_remaining=live_entry["remaining"],
-                                     payment=payment, auto_refill=policy)
+                                     payment=payment, auto_refill=policy, endpoint=endpoint)
         try:
             return peers.kube.replace(obj)
         except KubeApiError as err:
