@@ -8,6 +8,7 @@ from pathlib import Path
 import requests
 
 from devstack import config
+from devstack.parts import chain as chain_part
 from devstack.parts.chain import token_balance
 from devstack.stack import Stack
 
@@ -74,14 +75,17 @@ def file_state(path: Path) -> tuple[str, int, int, int]:
 SINK = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"  # anvil dev account #3: unlocked, holds ETH for gas
 
 
-def _usdc_transfer(stack: Stack, sender: str, to: str, amount: int) -> None:
-    data = "0xa9059cbb" + to[2:].lower().rjust(64, "0") + hex(amount)[2:].rjust(64, "0")
+def usdc_transfer(stack: Stack, sender: str, to: str, amount: int) -> None:
+    """Move USDC from any address (anvil impersonates it) and wait until the transfer is mined."""
     rpc = stack.env["ANVIL_RPC_URL"]
-    requests.post(rpc, json={"jsonrpc": "2.0", "id": 1, "method": "anvil_impersonateAccount", "params": [sender]},
-                  timeout=10).raise_for_status()
-    resp = requests.post(rpc, json={"jsonrpc": "2.0", "id": 1, "method": "eth_sendTransaction",
-                                    "params": [{"from": sender, "to": config.USDC_ADDRESS, "data": data}]}, timeout=10)
-    assert "result" in resp.json(), resp.text
+    data = "0xa9059cbb" + to[2:].lower().rjust(64, "0") + hex(amount)[2:].rjust(64, "0")
+    chain_part.rpc(rpc, "anvil_impersonateAccount", [sender])
+    try:
+        tx = chain_part.rpc(rpc, "eth_sendTransaction", [{"from": sender, "to": config.USDC_ADDRESS, "data": data}])
+        receipt = chain_part.wait_receipt(rpc, tx)  # anvil can answer before it mined
+        assert receipt["status"] == "0x1", receipt
+    finally:
+        chain_part.rpc(rpc, "anvil_stopImpersonatingAccount", [sender])
 
 
 class drained_wallet:
@@ -94,9 +98,11 @@ class drained_wallet:
     def __enter__(self) -> int:
         self.moved = usdc_balance(self.stack, self.agent) - self.keep
         assert self.moved > 0
-        _usdc_transfer(self.stack, self.agent, SINK, self.moved)
-        assert usdc_balance(self.stack, self.agent) == self.keep
+        usdc_transfer(self.stack, self.agent, SINK, self.moved)
+        if usdc_balance(self.stack, self.agent) != self.keep:  # put it back: later tests need the funds
+            self.__exit__()
+            raise AssertionError(f"the agent's wallet does not hold exactly {self.keep} after draining")
         return self.keep
 
     def __exit__(self, *exc) -> None:
-        _usdc_transfer(self.stack, SINK, self.agent, self.moved)
+        usdc_transfer(self.stack, SINK, self.agent, self.moved)

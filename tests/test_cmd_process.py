@@ -22,8 +22,8 @@ import requests
 from buy_x402 import settings as settings_mod
 from buy_x402.errors import KubeApiError
 from buy_x402.kube import KubeClient
-from devstack import config as devconfig
 from tests.conftest import run_buy, stack_env
+from tests.helpers import drained_wallet
 
 REFILL = "refill-llama"
 CAPPED = "capped-mistral"
@@ -149,33 +149,6 @@ def test_auto_refill_tops_up_at_the_threshold_and_not_above(stack):
     assert (res.returncode, res.stdout) == (0, "")
 
 
-def _usdc_transfer(stack, frm: str, to: str, amount: int) -> None:
-    rpc = stack.info["chain"]["rpc"]
-
-    def call(method: str, params: list):
-        body = requests.post(rpc, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
-                             timeout=30).json()
-        assert "error" not in body, body
-        return body["result"]
-    data = "0xa9059cbb" + to[2:].lower().rjust(64, "0") + hex(amount)[2:].rjust(64, "0")
-    call("anvil_impersonateAccount", [frm])
-    try:
-        call("anvil_setBalance", [frm, hex(10**18)])
-        tx = call("eth_sendTransaction", [{"from": frm, "to": devconfig.USDC_ADDRESS, "data": data}])
-        receipt = wait(lambda: call("eth_getTransactionReceipt", [tx]), what="the transfer receipt")
-        assert receipt["status"] == "0x1", receipt
-    finally:
-        call("anvil_stopImpersonatingAccount", [frm])
-
-
-def _usdc_balance(stack, owner: str) -> int:
-    data = "0x70a08231" + owner[2:].lower().rjust(64, "0")
-    body = requests.post(stack.info["chain"]["rpc"], timeout=30, json={
-        "jsonrpc": "2.0", "id": 1, "method": "eth_call",
-        "params": [{"to": devconfig.USDC_ADDRESS, "data": data}, "latest"]}).json()
-    return int(body["result"], 16)
-
-
 def test_short_balance_skips_the_refill_with_its_reason_then_refills_once_funded(stack):
     env = stack_env(stack)
     ensure_purchase(stack, REFILL, "llama-4-scout", "--count", "3", "--auto-refill",
@@ -183,12 +156,7 @@ def test_short_balance_skips_the_refill_with_its_reason_then_refills_once_funded
     wait(lambda: live(stack)[REFILL]["remaining"] == 3 or live(stack)[REFILL]["remaining"] <= 1, what="stable pool")
     if live(stack)[REFILL]["remaining"] > 1:
         spend_to(stack, REFILL, "llama-4-scout", 1)
-    wallet = stack.info["chain"]["agent_address"]
-    parking = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"  # anvil account 3: holds the funds meanwhile
-    funds = _usdc_balance(stack, wallet)
-    keep = 1500  # less than 2 × 1000
-    _usdc_transfer(stack, wallet, parking, funds - keep)
-    try:
+    with drained_wallet(stack, keep=1500):  # less than 2 × 1000
         before = settled(stack, REFILL)
         bytes_before = config_bytes(stack)
         res = run_buy(["process", REFILL], env)
@@ -200,8 +168,6 @@ def test_short_balance_skips_the_refill_with_its_reason_then_refills_once_funded
         assert config_bytes(stack) == bytes_before
         action = run_buy(["process", REFILL, "--json"], env).json["purchases"][0]
         assert action["action"] == "skipped" and action["reason"].startswith("wallet balance 0.0015 USDC")
-    finally:
-        _usdc_transfer(stack, parking, wallet, funds - keep)
     res = run_buy(["process", REFILL], env)
     assert res.returncode == 0 and f"{REFILL}: refilled 2 vouchers" in res.stdout, res.stderr
 
