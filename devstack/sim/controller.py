@@ -5,7 +5,7 @@ Probed → AuthsLoaded → Configured → Ready: it probes the seller's 402, che
 x402-buyer's `<name>.json` files (the real one writes ConfigMaps `llm/x402-buyer-config` and
 `llm/x402-buyer-auths`, which the buyer mounts), triggers a buyer reload and mirrors the buyer's live
 `remaining`/`spent` into the status. Deletion drains first (finalizer `obol.org/purchase-finalizer`).
-Pure stage helpers come first, then `KubeClient` (requests, no kubernetes client) and `Controller`.
+The pure stage rules live in devstack/sim/stages.py, the REST calls in devstack/sim/kube_rest.py.
 
     python -m devstack.sim.controller --server S --token-file F --ca CA --namespace NS --buyer-url U \
         --config-dir D1 --auths-dir D2 --health-port P
@@ -13,29 +13,26 @@ Pure stage helpers come first, then `KubeClient` (requests, no kubernetes client
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import os
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import requests
-from ..loopback import LoopbackHandler, make_server
 
+from ..loopback import LoopbackHandler, make_server
+from .kube_rest import Conflict, KubeClient
+from .stages import (StageFailed, is_true, matching_option, now_rfc3339, payment_requirements, set_condition,
+                     signer_address, write_atomic)
 FINALIZER = "obol.org/purchase-finalizer"
-GROUP_PATH = "/apis/obol.org/v1alpha1"
 PROBE_TIMEOUT_S = 15.0
 BUYER_TIMEOUT_S = 3.0
 SYNC_INTERVAL_S = 1.0      # Ready/Deleting purchases: mirror the buyer's counters this often
 REQUEUE_NOT_READY_S = 5.0  # like the real controller's requeue while not Ready
 BUYER_DOWN_AFTER = 3       # consecutive failed /status polls before a Ready purchase is re-checked
 CHAT_SUFFIX = "/v1/chat/completions"
-NETWORKS = {"base-sepolia": "eip155:84532", "base": "eip155:8453", "ethereum": "eip155:1",
-            "mainnet": "eip155:1", "sepolia": "eip155:11155111"}
 
 
 def log(msg: str) -> None:
@@ -43,151 +40,6 @@ def log(msg: str) -> None:
     sys.stderr.flush()
 
 
-def now_rfc3339() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def caip2(network: str) -> str:
-    """`base-sepolia` and `eip155:84532` name the same chain; compare them as CAIP-2."""
-    return NETWORKS.get(str(network).lower(), str(network).lower())
-
-
-# -- stage helpers (pure) ------------------------------------------------------------------------
-class StageFailed(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason, self.message = reason, message
-
-
-def payment_requirements(resp: requests.Response) -> dict:
-    """The 402's requirements: v2 PAYMENT-REQUIRED header, else a v1 JSON body."""
-    header = resp.headers.get("PAYMENT-REQUIRED")
-    if header:
-        try:
-            required = json.loads(base64.b64decode(header))
-        except (ValueError, TypeError) as exc:
-            raise StageFailed("InvalidPricing", f"PAYMENT-REQUIRED header is not base64 JSON: {exc}") from exc
-    else:
-        try:
-            required = resp.json()
-        except ValueError:
-            required = None
-        if not isinstance(required, dict) or required.get("x402Version") != 1:
-            raise StageFailed("InvalidPricing", "402 carries neither a PAYMENT-REQUIRED header nor a v1 body")
-    if not isinstance(required, dict) or not isinstance(required.get("accepts"), list) or not required["accepts"]:
-        raise StageFailed("InvalidPricing", "402 payment requirements have no accepts[]")
-    return required
-
-
-def matching_option(accepts: list[dict], payment: dict) -> dict:
-    def same(a: Any, b: Any) -> bool:
-        return str(a or "").lower() == str(b or "").lower()
-    for option in accepts:
-        if (isinstance(option, dict) and same(option.get("asset"), payment.get("asset"))
-                and same(option.get("payTo"), payment.get("payTo"))
-                and caip2(option.get("network", "")) == caip2(payment.get("network", ""))):
-            return option
-    raise StageFailed("PricingMismatch",
-                      f"no payment option matches spec.payment (asset {payment.get('asset')}, "
-                      f"payTo {payment.get('payTo')}, network {payment.get('network')})")
-
-
-def signer_address(auth: dict) -> str:
-    if auth.get("from"):
-        return str(auth["from"])
-    payload = (auth.get("payment") or {}).get("payload") or {}
-    for key in ("authorization", "permit2Authorization"):
-        if isinstance(payload.get(key), dict) and payload[key].get("from"):
-            return str(payload[key]["from"])
-    return ""
-
-
-def set_condition(status: dict, previous: list[dict], ctype: str, ok: bool, reason: str, message: str) -> None:
-    """Set one condition; lastTransitionTime moves only when its status flips."""
-    value = "True" if ok else "False"
-    old = next((c for c in previous if c.get("type") == ctype), None)
-    since = old["lastTransitionTime"] if old and old.get("status") == value and old.get("lastTransitionTime") \
-        else now_rfc3339()
-    new = {"type": ctype, "status": value, "reason": reason, "message": message, "lastTransitionTime": since}
-    conditions = status.setdefault("conditions", [])
-    at = next((i for i, c in enumerate(conditions) if c.get("type") == ctype), None)
-    if at is None:
-        conditions.append(new)
-    else:
-        conditions[at] = new  # in place: a reordered list would count as a change and be written
-
-
-def condition(obj: dict, ctype: str) -> dict | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == ctype), None)
-
-
-def is_true(obj: dict, ctype: str) -> bool:
-    return (condition(obj, ctype) or {}).get("status") == "True"
-
-
-def write_atomic(path: Path, data: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(data)
-    os.replace(tmp, path)
-
-
-# -- Kubernetes REST -----------------------------------------------------------------------------
-class Conflict(Exception):
-    pass
-
-
-class KubeClient:
-    """Just the PurchaseRequest calls the controller makes, over requests with the given CA."""
-
-    def __init__(self, server: str, token: str, ca: str, namespace: str) -> None:
-        self.base = f"{server.rstrip('/')}{GROUP_PATH}/namespaces/{namespace}/purchaserequests"
-        self.local = threading.local()
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        self.verify = ca or True
-
-    @property
-    def session(self) -> requests.Session:
-        if not hasattr(self.local, "s"):
-            self.local.s = requests.Session()
-            self.local.s.trust_env = False
-            self.local.s.headers.update(self.headers)
-            self.local.s.verify = self.verify
-        return self.local.s
-
-    def _check(self, resp: requests.Response) -> dict:
-        if resp.status_code == 409:
-            raise Conflict(resp.text)
-        resp.raise_for_status()
-        return resp.json()
-
-    def list(self) -> dict:
-        return self._check(self.session.get(self.base, timeout=30))
-
-    def get(self, name: str) -> dict | None:
-        resp = self.session.get(f"{self.base}/{name}", timeout=30)
-        return None if resp.status_code == 404 else self._check(resp)
-
-    def replace(self, obj: dict) -> dict:
-        return self._check(self.session.put(f"{self.base}/{obj['metadata']['name']}", json=obj, timeout=30))
-
-    def replace_status(self, obj: dict) -> dict:
-        return self._check(self.session.put(f"{self.base}/{obj['metadata']['name']}/status", json=obj, timeout=30))
-
-    def watch(self, resource_version: str):
-        """Yield watch events until the server ends the stream."""
-        params = {"watch": "true", "resourceVersion": resource_version, "timeoutSeconds": "300"}
-        with requests.Session() as s:
-            s.trust_env = False
-            with s.get(self.base, params=params, headers=self.headers, verify=self.verify,
-                       stream=True, timeout=(10, 330)) as resp:
-                resp.raise_for_status()
-                for line in resp.iter_lines():
-                    if line:
-                        yield json.loads(line)
-
-
-# -- the controller ------------------------------------------------------------------------------
 class Controller:
     """Watch-driven reconciler: one job per purchase at a time, re-run when an event arrived meanwhile."""
 
