@@ -334,7 +334,7 @@ with open(path, "w") as f:
 
 @pytest.mark.parametrize("change, after, named", [
     ('data["terminal"]["backend"] = "docker"', "", "terminal.backend"),
-    (f'data["model"]["api_key"] = "sk-other"', "", "model.api_key"),
+    ('data["model"]["api_key"] = "sk-other"', "", "model.api_key"),
     ('del data["skills"]', "", "skills (removed)"),
     ("", "os.chmod(path, 0o644)", "file mode is 644, was 600"),
 ])
