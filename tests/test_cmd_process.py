@@ -23,7 +23,7 @@ from buy_x402 import settings as settings_mod
 from buy_x402.errors import KubeApiError
 from buy_x402.kube import KubeClient
 from tests.conftest import run_buy, stack_env
-from tests.helpers import drained_wallet
+from tests.helpers import drained_wallet, usdc_balance
 
 REFILL = "refill-llama"
 CAPPED = "capped-mistral"
@@ -196,12 +196,22 @@ def _ready_for_its_generation(obj: dict) -> bool:
     return ready.get("status") == "True" and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
 
 
+def _drift_purchase(stack) -> tuple[dict, Path]:
+    """The purchase of the `drift` offer, whose price the test sets through a file the seller reads."""
+    obj = ensure_purchase(stack, DRIFTED, "drift-model", "--count", "2", "--auto-refill", "--refill-threshold", "1",
+                          "--refill-count", "2", "--cost-cap", "0.002 USDC")
+    return obj, Path(offer(stack, "drift-model")["price_file"])
+
+
+def _seller_quotes_the_spec(stack) -> None:
+    """Leave the drift seller quoting what the purchase expects, so the controller stays Ready."""
+    _, price_file = _drift_purchase(stack)
+    price_file.write_text(kube(stack).get(DRIFTED)["spec"]["payment"]["price"])
+
+
 def test_a_moved_seller_price_is_capped_then_followed_and_written_to_the_spec(stack):
     env = stack_env(stack)
-    drift = offer(stack, "drift-model")
-    price_file = Path(drift["price_file"])
-    ensure_purchase(stack, DRIFTED, "drift-model", "--count", "2", "--auto-refill", "--refill-threshold", "1",
-                    "--refill-count", "2", "--cost-cap", "0.002 USDC")
+    _, price_file = _drift_purchase(stack)
     spend_to(stack, DRIFTED, "drift-model", 1)
     before = settled(stack, DRIFTED)
     assert before["spec"]["payment"]["price"] == "1000"
@@ -232,7 +242,47 @@ def test_a_moved_seller_price_is_capped_then_followed_and_written_to_the_spec(st
         wait(lambda: _ready_for_its_generation(kube(stack).get(DRIFTED)), what="Ready for the refilled spec")
         wait(lambda: live(stack)[DRIFTED]["remaining"] == 3, what="the refilled pool to go live")
     finally:
-        price_file.write_text("1000")
+        _seller_quotes_the_spec(stack)
+
+
+def _set_refill_threshold(stack, threshold: int) -> dict:
+    """Change the purchase's refill threshold and wait until the controller has it Ready again."""
+    obj = kube(stack).get(DRIFTED)
+    if obj["spec"]["autoRefill"]["threshold"] != threshold:
+        obj["spec"]["autoRefill"]["threshold"] = threshold
+        kube(stack).replace(obj)
+    wait(lambda: _ready_for_its_generation(kube(stack).get(DRIFTED)), what="Ready for the new threshold")
+    return settled(stack, DRIFTED)
+
+
+@pytest.mark.parametrize("quote, message", [
+    ("abc", "payment option 1 in the 402 has amount 'abc', not a positive integer of atomic units"),
+    (None, "the seller answered HTTP 500, expected 402 Payment Required"),
+], ids=["malformed-402", "seller-failing"])
+def test_a_failing_seller_fails_the_refill_with_its_message_and_changes_nothing(stack, quote, message):
+    env = stack_env(stack)
+    _, price_file = _drift_purchase(stack)
+    _seller_quotes_the_spec(stack)
+    before = _set_refill_threshold(stack, 1000)  # a refill is due now, whatever the pool holds
+    wallet = stack.info["chain"]["agent_address"]
+    balance, bytes_before = usdc_balance(stack, wallet), config_bytes(stack)
+    try:
+        if quote is None:
+            price_file.unlink()  # the seller's price lookup raises: it answers 500
+        else:
+            price_file.write_text(quote)  # the seller's 402 carries an amount that is no number
+        res = run_buy(["process", DRIFTED], env)
+        assert res.returncode == 1 and res.stdout == "", res.stderr
+        assert f"{DRIFTED}: reconcile failed: " in res.stderr and message in res.stderr
+        assert f"process failed: {DRIFTED}: reconcile failed: " in res.stderr
+        data = run_buy(["process", DRIFTED, "--json"], env).json
+        assert data["exit_code"] == 1 and data["refilled"] == 0 and data["changed"] is False
+        assert data["purchases"][0]["action"] == "failed" and message in data["purchases"][0]["reason"]
+        assert kube(stack).get(DRIFTED)["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+        assert (usdc_balance(stack, wallet), config_bytes(stack)) == (balance, bytes_before)
+    finally:
+        _seller_quotes_the_spec(stack)
+        _set_refill_threshold(stack, 1)
 
 
 def test_buyer_down_fails_with_its_message_and_changes_nothing(stack):
