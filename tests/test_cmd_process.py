@@ -196,22 +196,22 @@ def _ready_for_its_generation(obj: dict) -> bool:
     return ready.get("status") == "True" and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
 
 
-def _drift_purchase(stack) -> tuple[dict, Path]:
+def drift_purchase(stack) -> tuple[dict, Path]:
     """The purchase of the `drift` offer, whose price the test sets through a file the seller reads."""
     obj = ensure_purchase(stack, DRIFTED, "drift-model", "--count", "2", "--auto-refill", "--refill-threshold", "1",
                           "--refill-count", "2", "--cost-cap", "0.002 USDC")
     return obj, Path(offer(stack, "drift-model")["price_file"])
 
 
-def _seller_quotes_the_spec(stack) -> None:
+def seller_quotes_the_spec(stack) -> None:
     """Leave the drift seller quoting what the purchase expects, so the controller stays Ready."""
-    _, price_file = _drift_purchase(stack)
+    _, price_file = drift_purchase(stack)
     price_file.write_text(kube(stack).get(DRIFTED)["spec"]["payment"]["price"])
 
 
 def test_a_moved_seller_price_is_capped_then_followed_and_written_to_the_spec(stack):
     env = stack_env(stack)
-    _, price_file = _drift_purchase(stack)
+    _, price_file = drift_purchase(stack)
     spend_to(stack, DRIFTED, "drift-model", 1)
     before = settled(stack, DRIFTED)
     assert before["spec"]["payment"]["price"] == "1000"
@@ -242,7 +242,7 @@ def test_a_moved_seller_price_is_capped_then_followed_and_written_to_the_spec(st
         wait(lambda: _ready_for_its_generation(kube(stack).get(DRIFTED)), what="Ready for the refilled spec")
         wait(lambda: live(stack)[DRIFTED]["remaining"] == 3, what="the refilled pool to go live")
     finally:
-        _seller_quotes_the_spec(stack)
+        seller_quotes_the_spec(stack)
 
 
 def _set_refill_threshold(stack, threshold: int) -> dict:
@@ -261,8 +261,8 @@ def _set_refill_threshold(stack, threshold: int) -> dict:
 ], ids=["malformed-402", "seller-failing"])
 def test_a_failing_seller_fails_the_refill_with_its_message_and_changes_nothing(stack, quote, message):
     env = stack_env(stack)
-    _, price_file = _drift_purchase(stack)
-    _seller_quotes_the_spec(stack)
+    _, price_file = drift_purchase(stack)
+    seller_quotes_the_spec(stack)
     before = _set_refill_threshold(stack, 1000)  # a refill is due now, whatever the pool holds
     wallet = stack.info["chain"]["agent_address"]
     balance, bytes_before = usdc_balance(stack, wallet), config_bytes(stack)
@@ -281,7 +281,7 @@ def test_a_failing_seller_fails_the_refill_with_its_message_and_changes_nothing(
         assert kube(stack).get(DRIFTED)["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
         assert (usdc_balance(stack, wallet), config_bytes(stack)) == (balance, bytes_before)
     finally:
-        _seller_quotes_the_spec(stack)
+        seller_quotes_the_spec(stack)
         _set_refill_threshold(stack, 1)
 
 

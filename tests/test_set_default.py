@@ -225,6 +225,22 @@ def test_refuses_when_the_canary_fails_on_an_empty_pool(stack, tmp_path):
     assert "canary" in refused(stack, home, "paid/glm-5")["message"]
 
 
+def test_refuses_when_the_canary_fails_on_a_failing_seller(stack, tmp_path):
+    from tests.test_cmd_process import DRIFTED, drift_purchase, seller_quotes_the_spec
+    _, price_file = drift_purchase(stack)
+    seller_quotes_the_spec(stack)
+    assert buyer_status(stack)[DRIFTED]["remaining"] > 0  # vouchers to spend: only the seller is wrong
+    spent = buyer_status(stack)[DRIFTED]["spent"]
+    home = tmp_home(stack, tmp_path)
+    price_file.unlink()  # the seller's price lookup raises: every request to this offer gets a 500
+    try:
+        error = refused(stack, home, "paid/drift-model")
+    finally:
+        seller_quotes_the_spec(stack)
+    assert error["data"]["step"] == "canary" and "paid/drift-model answered HTTP 500" in error["message"]
+    assert buyer_status(stack)[DRIFTED]["spent"] == spent  # nothing was paid for
+
+
 def test_adopting_through_the_fallback_writer_when_the_hermes_cli_is_missing(stack, tmp_path, bought):
     home = tmp_home(stack, tmp_path)
     mode = file_state(home / "config.yaml")[1]

@@ -18,14 +18,14 @@ PRICES_DIR = "seller-prices"  # under the stack dir: one file per movable offer,
 
 
 def extra_offers() -> list[dict]:
-    """Offers beyond config.OFFERS, unlisted so LiteLLM does not publish them: `multi` has two
-    payment options (payment-choice tests), `legacy` speaks x402 v1, and `drift` quotes whatever
-    its price file says at each request (a seller that changes its price, for refill tests)."""
+    """Offers beyond config.OFFERS: `multi` has two payment options (payment-choice tests) and
+    `legacy` speaks x402 v1, both unlisted so LiteLLM does not publish them; `drift`, listed, quotes
+    whatever its price file says at each request (a seller whose price moves, or that fails)."""
     return [
         {"offer": "multi", "model": "multi-model", "price": MULTI_PRICES[0], "prices": list(MULTI_PRICES),
          "listed": False, "x402Version": 2},
         {"offer": "legacy", "model": "legacy-model", "price": LEGACY_PRICE, "listed": False, "x402Version": 1},
-        {"offer": "drift", "model": "drift-model", "price": DRIFT_PRICE, "listed": False, "x402Version": 2,
+        {"offer": "drift", "model": "drift-model", "price": DRIFT_PRICE, "listed": True, "x402Version": 2,
          "movable": True},
     ]
 
