@@ -4,6 +4,8 @@ Run every few minutes by a Hermes cron job in script mode, whose stdout is deliv
 so it is idempotent, says nothing on stdout unless something changed, and exits 1 only when
 something failed. Refills follow obol-buy-x402.md §13.2, plus the fix of §18.6 (the re-probed
 price is written to `spec.payment.price`, so the controller's probe does not flag PricingMismatch).
+Unlike §13.2, a seller that cannot be probed fails the refill (exit 1) rather than signing at the
+stored price: vouchers for a price nobody confirmed may all be refused, and the wallet is committed.
 The guardian keeps an agent that adopted `paid/<id>` from being bricked when that pool runs dry.
 """
 from __future__ import annotations
