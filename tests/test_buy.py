@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
+import requests
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
@@ -110,6 +112,34 @@ def test_topup_keeps_the_active_tail(stack):
     assert [a["id"] for a in after[:remaining]] == [a["id"] for a in before[-remaining:]]
     assert not {a["id"] for a in after[remaining:]} & {a["id"] for a in before}
     assert buyer_status(stack)[NAME]["remaining"] == remaining + 2
+
+
+def test_topup_follows_a_seller_that_moved_its_offer_url(stack):
+    """A top-up naming a new --endpoint (same payee, token and chain) moves the purchase there, and the
+    unspent vouchers signed for the old URL still pay at the new one."""
+    name, model, pay_to = "t-moved", "hidden-model", stack.info["chain"]["pay_to"]
+    first = buy(stack, name, model, "--count", "2")
+    assert first.returncode == 0, first.stderr
+    moved_to = offer(stack, "llama-4-scout")["url"]  # same seller wallet, another offer URL
+    result = run_buy(["buy", name, "--endpoint", moved_to, "--model", model, "--count", "1", "--json"],
+                     stack_env(stack))
+    assert result.returncode == 0, result.stderr
+    assert f"{name} moves from {offer(stack, model)['url']}/v1/chat/completions to {moved_to}" in result.stderr
+    pr = kube_get(stack, name)
+    assert pr["spec"]["endpoint"] == f"{moved_to}/v1/chat/completions"
+    assert pr["spec"]["count"] == 3 and buyer_status(stack)[name]["remaining"] == 3
+    before = usdc_balance(stack, pay_to)
+    resp = requests.post(stack.env["X402_BUYER_URL"] + "/v1/chat/completions", timeout=60,
+                         json={"model": f"paid/{model}", "messages": [{"role": "user", "content": "hi"}]})
+    assert resp.status_code == 200, resp.text  # the oldest voucher, signed before the move
+    assert resp.json()["choices"][0]["message"]["content"] == "paid answer from llama-4-scout via x402"
+    assert usdc_balance(stack, pay_to) - before == int(offer(stack, model)["price"])
+    assert buyer_status(stack)[name]["remaining"] == 2
+    # Let the controller mirror the spend into the status, so later tests see a quiet object.
+    deadline = time.monotonic() + 30
+    while (kube_get(stack, name).get("status") or {}).get("remaining") != 2:
+        assert time.monotonic() < deadline, "the controller did not mirror the buyer's counters"
+        time.sleep(0.2)
 
 
 def _unchanged(stack):
