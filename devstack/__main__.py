@@ -1,7 +1,8 @@
 """`python -m devstack up|down|status|demo --dir DIR`.
 
 `up` starts every part on 127.0.0.1 in dependency order, waits until each answers and writes
-DIR/env; it is idempotent (a healthy stack is left as it is). `down` stops every process it started,
+DIR/env; it is idempotent (a healthy stack is left as it is), and whenever it starts processes it
+starts from an empty DIR: no state of an earlier run (buyer consumed.json, buyer files, etcd) survives. `down` stops every process it started,
 by PID. `demo` brings the stack up, runs the mission end to end and takes it down.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from .stack import PartFailed, Stack, log
 
 # Dependency order: each part may read what earlier parts put into stack.info.
-PARTS = ["kube", "chain", "signer", "seller", "upstream", "buyer", "litellm", "controller", "hermes"]
+PARTS = ["kube", "chain", "signer", "seller", "foreign", "upstream", "buyer", "litellm", "controller", "hermes"]
 
 
 def up(directory: str, parts: list[str] | None = None) -> Stack:
@@ -25,7 +26,7 @@ def up(directory: str, parts: list[str] | None = None) -> Stack:
         return stack
     stack.stop_all()
     stack = Stack(directory)
-    stack.dir.mkdir(parents=True, exist_ok=True)
+    stack.start_clean()  # nothing from an earlier run (buyer state, etcd, files) leaks into this one
     log(f"starting in {stack.dir} (logs: {stack.logs})")
     stack.env.update(DEVSTACK_DIR=str(stack.dir))
     started = time.monotonic()

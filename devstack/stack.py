@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 DEPS = REPO / ".deps"
+DEVSTACK_MARKERS = ("env", "stack.json", "pids", "logs")  # what every earlier `up` left in its DIR
 
 
 class PartFailed(RuntimeError):
@@ -53,6 +55,20 @@ class Stack:
             if port not in self._ports:
                 self._ports.add(port)
                 return port
+
+    def start_clean(self) -> None:
+        """Empty DIR for a fresh start; refuse a non-empty DIR that is not a devstack's (never wipe a
+        directory someone passed by mistake, e.g. their home)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        entries = list(self.dir.iterdir())
+        if entries and not any((self.dir / marker).exists() for marker in DEVSTACK_MARKERS):
+            raise PartFailed(f"{self.dir} is not empty and holds no devstack (none of {', '.join(DEVSTACK_MARKERS)}); "
+                             "pass an empty or new directory")
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
     # -- processes ----------------------------------------------------------------------------
     def spawn(self, name: str, argv: list[str], *, env: dict[str, str] | None = None,
