@@ -1,7 +1,9 @@
 """`buy.py buy NAME --endpoint URL --model ID ...`: probe, pre-sign, PurchaseRequest, Ready, adopt.
 
 Nothing is signed before every check that can fail without spending has passed (arguments, seller
-price, payment option, amounts, wallet, ownership of the model, top-up guards, auto-refill policy).
+price, payment option, a seller the cluster's x402-buyer can pay (buy_x402/cluster.py), amounts,
+wallet, ownership of the model, top-up guards, auto-refill policy, and a server-side dry run of the
+exact PurchaseRequest write, so a field the cluster's schema would drop is refused, not lost).
 """
 from __future__ import annotations
 
@@ -10,13 +12,14 @@ import time
 from argparse import Namespace
 from typing import Any
 
-from .. import purchases, x402
+from .. import cluster, purchases, x402
 from ..amounts import auth_count, auth_expiry, format_amount, parse_money
 from ..errors import (BuyError, DefaultNotChanged, ExitCode, KubeApiError, NotReadyError, PurchaseError,
                       UsageError, WalletError)
 from ..result import Context, Result
 from .common import Peers
-from .vouchers import SIGNING_WORKERS, check_permit2_allowance, presign, replace_with_retry
+from .vouchers import (SIGNING_WORKERS, check_permit2_allowance, dry_run_write, placeholder_auths, presign,
+                       replace_with_retry)
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -52,6 +55,7 @@ def run(ctx: Context, args: Namespace) -> Result:
     if len(offer.accepts) > 1:
         ctx.notify(f"This seller accepts {len(offer.accepts)} payment options; using [{option.index}] "
                    f"({choice.reason}).\n{choice.listing}")
+    cluster.check_spendable(offer, option, network=option.chain.name, url=purchases.chat_endpoint(endpoint))
     price = option.amount
     price_text = format_amount(price, option.decimals, option.symbol)
 
@@ -113,12 +117,23 @@ def run(ctx: Context, args: Namespace) -> Result:
         if old_endpoint != purchases.chat_endpoint(endpoint):
             ctx.notify(f"{args.name} moves from {old_endpoint} to {purchases.chat_endpoint(endpoint)}")
 
-    # 5. Sign (the only step that commits the wallet).
+    # 5. The exact write to come, validated by the API server with placeholder vouchers.
+    placeholders = placeholder_auths(option, wallet, count, valid_before, offer, permit_nonce_base)
+    if existing is None:
+        dry_run_write(peers, purchases.build_purchase(args.name, peers.kube.config.namespace, endpoint=endpoint,
+                                                      model=args.model, payment=payment, auths=placeholders,
+                                                      auto_refill=policy), replace=False)
+    else:
+        dry_run_write(peers, purchases.topup_object(existing, new_auths=placeholders,
+                                                    live_remaining=live_entry["remaining"], payment=payment,
+                                                    auto_refill=policy, endpoint=endpoint), replace=True)
+
+    # 6. Sign (the only step that commits the wallet).
     ctx.notify(f"Signing {count} authorizations at {price_text} each "
                f"(total {format_amount(total, option.decimals, option.symbol)}) ...")
     auths = presign(peers, ctx, option, wallet, count, valid_before, offer, permit_nonce_base)
 
-    # 6. Declare.
+    # 7. Declare.
     if existing is None:
         obj = purchases.build_purchase(args.name, peers.kube.config.namespace, endpoint=endpoint,
                                        model=args.model, payment=payment, auths=auths, auto_refill=policy)
@@ -145,7 +160,7 @@ def run(ctx: Context, args: Namespace) -> Result:
         "namespace": peers.kube.config.namespace, "set_default": None,
     }
 
-    # 7. Wait for Ready (watch, not poll).
+    # 8. Wait for Ready (watch, not poll).
     ctx.notify("Waiting for the controller to reconcile the PurchaseRequest ...")
     obj, failure = _wait_ready(peers, ctx, written, args.timeout)
     state = purchases.readiness(obj)
@@ -163,7 +178,7 @@ def run(ctx: Context, args: Namespace) -> Result:
             hint=f"check it with: {nxt}", data={"next": nxt})
         return Result("buy", data, ExitCode.NOT_READY, err)
 
-    # 8. Adopt.
+    # 9. Adopt.
     if args.set_default:
         from .default import adopt
         try:

@@ -6,6 +6,8 @@ something failed. Refills follow obol-buy-x402.md §13.2, plus the fix of §18.6
 price is written to `spec.payment.price`, so the controller's probe does not flag PricingMismatch).
 Unlike §13.2, a seller that cannot be probed fails the refill (exit 1) rather than signing at the
 stored price: vouchers for a price nobody confirmed may all be refused, and the wallet is committed.
+A refill applies `buy`'s rules before signing: a seller the cluster's buyer can pay (cluster.py) and
+a server-side dry run of the exact write.
 The guardian keeps an agent that adopted `paid/<id>` from being bricked when that pool runs dry.
 """
 from __future__ import annotations
@@ -14,12 +16,12 @@ import time
 from argparse import Namespace
 from typing import Any
 
-from .. import hermes, purchases, x402
+from .. import cluster, hermes, purchases, x402
 from ..amounts import auth_expiry, format_amount
 from ..errors import (BuyError, BuyerError, DefaultNotChanged, ExitCode, KubeApiError, PurchaseError,
                       TransportError, UsageError)
 from ..result import Context, Result
-from .vouchers import check_permit2_allowance, presign, replace_with_retry
+from .vouchers import check_permit2_allowance, dry_run_write, placeholder_auths, presign, replace_with_retry
 from .common import Peers
 from .listing import find_purchase
 
@@ -138,10 +140,15 @@ def _reconcile(peers: Peers, obj: dict, entry: dict) -> dict[str, Any]:
                                   f"({plan.count} × {fmt(price)}); skipping")
     if option.transfer_method == "permit2":
         check_permit2_allowance(peers, option, wallet)
+    cluster.check_spendable(offer, option, network=str(payment.get("network") or ""),
+                            url=purchases.chat_endpoint(spec.get("endpoint") or ""))
 
     valid_before = auth_expiry(peers.settings.auth_ttl, int(time.time()))
-    auths = presign(peers, peers.ctx, option, wallet, plan.count, valid_before, offer)
     new_payment = purchases.merge_payment(payment, {**payment, "price": str(price)})
+    placeholders = placeholder_auths(option, wallet, plan.count, valid_before, offer)
+    dry_run_write(peers, purchases.topup_object(obj, new_auths=placeholders, live_remaining=entry["remaining"],
+                                                payment=new_payment, auto_refill=policy), replace=True)
+    auths = presign(peers, peers.ctx, option, wallet, plan.count, valid_before, offer)
     written = replace_with_retry(peers, name, obj, entry, auths, new_payment, policy)
     pool = len(written["spec"]["preSignedAuths"])
     return {"name": name, "action": "refilled", "reason": plan.reason, "count": plan.count,

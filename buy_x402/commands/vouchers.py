@@ -1,8 +1,10 @@
-"""Voucher work shared by `buy`, `process` and `pay`: pre-signing, the Permit2 pre-flight, and the
-top-up write that retries on Conflict with a fresh read."""
+"""Voucher work shared by `buy`, `process` and `pay`: pre-signing, the Permit2 pre-flight, the dry run
+of a write before anything is signed, and the top-up write that retries on Conflict with a fresh read."""
 from __future__ import annotations
 
-from .. import purchases
+from types import SimpleNamespace
+
+from .. import cluster, purchases
 from ..errors import KubeApiError, WalletError
 from ..result import Context
 from .common import Peers
@@ -24,6 +26,29 @@ def presign(peers: Peers, ctx: Context, option, wallet: str, count: int, valid_b
     return peers.signer.presign_erc3009(option, address=wallet, count=count, valid_before=valid_before,
                                         extensions=offer.extensions, on_progress=progress,
                                         workers=signing_workers)
+
+
+PLACEHOLDER_SIGNATURE = "0x" + "00" * 64 + "1b"
+
+
+def placeholder_auths(option, wallet: str, count: int, valid_before: int, offer,
+                      permit_nonce_base: int | None = None) -> list:
+    """`count` vouchers of exactly the shape `presign` makes, with a zero signature: nothing is signed."""
+    from ..signer import SignerClient
+
+    class Unsigned(SignerClient):
+        def sign_typed_data(self, address: str, typed: dict) -> str:
+            return PLACEHOLDER_SIGNATURE
+
+    peers = SimpleNamespace(signer=Unsigned(None, ""))
+    quiet = SimpleNamespace(progress=lambda *_: None)
+    return presign(peers, quiet, option, wallet, count, valid_before, offer, permit_nonce_base)
+
+
+def dry_run_write(peers: Peers, obj: dict, *, replace: bool) -> None:
+    """Ask the API server to validate the write to come (placeholder vouchers); refuse what it would
+    reject or prune. Raises before anything is signed."""
+    cluster.check_schema(peers.kube, obj, replace=replace)
 
 
 def check_permit2_allowance(peers: Peers, option, wallet: str) -> None:
