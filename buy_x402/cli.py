@@ -17,6 +17,9 @@ from . import __version__
 from .errors import BuyError, ExitCode, UsageError
 from .result import Context, Result
 
+# Commands whose --json output is not the envelope: the host's `obol model status` decodes
+# `list --json` as the bare array of rows. On failure their stdout stays empty (the error goes to stderr).
+BARE_JSON = {"list": "purchases"}
 BOOL_TRUE = {"1", "true", "yes", "on"}
 BOOL_FALSE = {"0", "false", "no", "off"}
 
@@ -257,7 +260,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None,
         out.err("interrupted")
         result = Result(command=command, exit_code=ExitCode.INTERRUPTED,
                         error=BuyError("interrupted", code="interrupted"))
-        if json_mode:
+        if json_mode and command not in BARE_JSON:
             print(json.dumps(_envelope(result, out.warnings)), file=out.stdout)
         return ExitCode.INTERRUPTED
     except BuyError as err:
@@ -274,6 +277,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None,
 
 def render(result: Result, out: Output, json_mode: bool) -> int:
     from .render import render_text
+    if json_mode and result.command in BARE_JSON:
+        if result.error is None:
+            print(json.dumps(result.data[BARE_JSON[result.command]], default=str), file=out.stdout)
+        else:
+            out.err(_error_text(result.error))
+        return int(result.exit_code)
     if json_mode:
         print(json.dumps(_envelope(result, out.warnings), default=str), file=out.stdout)
         if result.error is not None:

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .errors import PurchaseError, SellerError, UsageError
-from .x402 import normalize_endpoint
+from .errors import PaymentChoiceError, PurchaseError, SellerError, UsageError
+from .x402 import normalize_endpoint, resolve_chain, token_meta
 
 GROUP = "obol.org"
 VERSION = "v1alpha1"
@@ -411,7 +411,11 @@ LIST_FIELDS = ("name", "alias", "model", "remaining", "spent", "totalSigned", "e
 
 def list_row(obj: dict[str, Any], live_entry: dict[str, Any] | None, *,
              now: float | None = None) -> dict[str, Any]:
-    """One `list --json` row (§16; the host's `obol model status` parses these exact keys)."""
+    """One `list --json` row (§16; the host's `obol model status` parses these exact keys).
+
+    `chain` is the buyer's live `network` when it serves the purchase; the asset's symbol and decimals
+    come from the token table when the spec does not carry them.
+    """
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
     live = live_entry or {}
     payment = spec.get("payment") or {}
@@ -423,6 +427,15 @@ def list_row(obj: dict[str, Any], live_entry: dict[str, Any] | None, *,
     total_signed = status.get("totalSigned")
     active = pool[len(pool) - min(remaining, len(pool)):] if remaining else []
     expired, _ = pool_expiry(active, time.time() if now is None else now)
+    symbol, decimals = payment.get("assetSymbol"), payment.get("assetDecimals")
+    if symbol is None or decimals is None:
+        try:
+            chain = resolve_chain(payment.get("network"))
+        except PaymentChoiceError:
+            chain = None
+        known_symbol, known_decimals = token_meta(chain, payment.get("asset"), None)
+        symbol = known_symbol if symbol is None else symbol
+        decimals = known_decimals if decimals is None else decimals
     return {
         "name": meta.get("name"),
         "alias": live.get("public_model") or status.get("publicModel") or alias_for(model),
@@ -432,9 +445,9 @@ def list_row(obj: dict[str, Any], live_entry: dict[str, Any] | None, *,
         "totalSigned": int(total_signed if total_signed is not None else len(pool)),
         "expired": expired,
         "price": payment.get("price"),
-        "chain": payment.get("network"),
+        "chain": live.get("network") or payment.get("network"),
         "endpoint": spec.get("endpoint"),
         "autoRefill": bool((spec.get("autoRefill") or {}).get("enabled")),
-        "assetSymbol": payment.get("assetSymbol"),
-        "assetDecimals": payment.get("assetDecimals"),
+        "assetSymbol": symbol,
+        "assetDecimals": decimals,
     }

@@ -403,3 +403,16 @@ def test_list_row_without_live_entry_or_status_falls_back():
     row = pr.list_row(obj, None, now=0)
     assert (row["alias"], row["remaining"], row["spent"], row["totalSigned"], row["autoRefill"]) == \
         ("paid/qwen3.6-35b", 0, 0, 3, False)
+
+
+def test_list_row_takes_the_chain_from_the_buyer_and_the_token_from_the_table():
+    obj = live_object(n=1)
+    for key in ("assetSymbol", "assetDecimals"):
+        obj["spec"]["payment"].pop(key, None)
+    row = pr.list_row(obj, {"remaining": 1, "spent": 0, "network": "base-sepolia-live"}, now=0)
+    assert (row["chain"], row["assetSymbol"], row["assetDecimals"]) == ("base-sepolia-live", "USDC", 6)
+    obj["spec"]["payment"]["asset"] = "0x" + "77" * 20  # a token the table does not know stays unknown
+    row = pr.list_row(obj, None, now=0)
+    assert (row["chain"], row["assetSymbol"], row["assetDecimals"]) == ("base-sepolia", None, None)
+    obj["spec"]["payment"].update(network="nowhere")
+    assert pr.list_row(obj, None, now=0)["assetSymbol"] is None
