@@ -1,14 +1,18 @@
 """Small readers of the devstack's real state, for assertions (kube objects, balances, pools, configs)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
+import time
 from pathlib import Path
 
 import requests
 
 from devstack import config
 from devstack.parts import chain as chain_part
+from devstack.parts import kube as kube_part
 from devstack.parts.chain import token_balance
 from devstack.stack import Stack
 
@@ -16,7 +20,44 @@ PR_PATH = "/apis/obol.org/v1alpha1/namespaces/{ns}/purchaserequests"
 
 
 def offer(stack: Stack, model: str) -> dict:
-    return next(o for o in stack.info["seller"]["offers"] if o["model"] == model)
+    """An offer of the Obol-shaped seller, or of the foreign one, by model id."""
+    offers = stack.info["seller"]["offers"] + stack.info.get("foreign", {}).get("offers", [])
+    return next(o for o in offers if o["model"] == model)
+
+
+@contextlib.contextmanager
+def cost_cap_schema(stack: Stack):
+    """The PurchaseRequest CRD with spec.autoRefill.maxUnitPrice for the block; the upstream one after it.
+
+    The API server prunes by the schema it serves, on writes and on reads: a stored cost cap is only
+    visible while the variant is installed.
+    """
+    kube_part.apply_crd(stack.info["kube"], kube_part.crd_with_cost_cap())
+    try:
+        yield
+    finally:
+        kube_part.apply_crd(stack.info["kube"], kube_part.crd_document())
+
+
+def buyer_files(stack: Stack, name: str) -> tuple[dict | None, list | None]:
+    """(config, auths) the controller wrote for purchase `name`, as the buyer reads them."""
+    buyer = stack.info["buyer"]
+    found = []
+    for directory in (buyer["config_dir"], buyer["auths_dir"]):
+        path = Path(directory) / f"{name}.json"
+        found.append(json.loads(path.read_text()) if path.exists() else None)
+    return found[0], found[1]
+
+
+def wait_until(check, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
 
 
 def kube_get(stack: Stack, name: str) -> dict | None:

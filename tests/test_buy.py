@@ -1,9 +1,12 @@
-"""`buy` end to end on the devstack: probe, pre-sign through the signer, PurchaseRequest, Ready."""
+"""`buy` end to end on the devstack: probe, pre-sign through the signer, PurchaseRequest, Ready.
+
+The seller is the Obol-shaped one and every paid call goes through the faithful x402-buyer; the
+refusals of sellers the cluster cannot pay are in tests/test_cluster_refusals.py.
+"""
 from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 import requests
@@ -135,11 +138,6 @@ def test_topup_follows_a_seller_that_moved_its_offer_url(stack):
     assert resp.json()["choices"][0]["message"]["content"] == "paid answer from llama-4-scout via x402"
     assert usdc_balance(stack, pay_to) - before == int(offer(stack, model)["price"])
     assert buyer_status(stack)[name]["remaining"] == 2
-    # Let the controller mirror the spend into the status, so later tests see a quiet object.
-    deadline = time.monotonic() + 30
-    while (kube_get(stack, name).get("status") or {}).get("remaining") != 2:
-        assert time.monotonic() < deadline, "the controller did not mirror the buyer's counters"
-        time.sleep(0.2)
 
 
 def _unchanged(stack):

@@ -3,7 +3,9 @@
 Each purchase here owns one model no other test buys (llama-4-scout, mistral-large-3, gemma-4-27b,
 drift-model).
 Most runs use `process NAME` so purchases of other tests cannot change what is asserted; the guardian
-runs use `process --all`, as the cron job does.
+runs use `process --all`, as the cron job does. Two purchases carry a cost cap, so the module runs with
+the CRD variant that declares spec.autoRefill.maxUnitPrice (the upstream CRD prunes it; `buy` then
+refuses --cost-cap, see tests/test_cluster_refusals.py).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from buy_x402 import settings as settings_mod
 from buy_x402.errors import KubeApiError
 from buy_x402.kube import KubeClient
 from tests.conftest import run_buy, stack_env
-from tests.helpers import drained_wallet, usdc_balance
+from tests.helpers import cost_cap_schema, drained_wallet, usdc_balance
 
 REFILL = "refill-llama"
 CAPPED = "capped-mistral"
@@ -33,6 +35,12 @@ BUYER_DOWN_MESSAGE = "x402-buyer status is unavailable; cannot make safe refill 
 
 
 # --------------------------------------------------------------------------------- shared helpers
+
+@pytest.fixture(scope="module", autouse=True)
+def cost_caps_kept(stack):
+    with cost_cap_schema(stack):
+        yield
+
 
 def kube(stack) -> KubeClient:
     return KubeClient.from_settings(settings_mod.load(stack_env(stack)))
@@ -70,14 +78,12 @@ def ensure_purchase(stack, name: str, model: str, *flags: str) -> dict:
 
 
 def settled(stack, name: str) -> dict:
-    """The PurchaseRequest once the controller has copied the buyer's counters into its status, so its
-    resourceVersion only moves again when something writes it."""
+    """The PurchaseRequest once the controller has it Ready for its generation: from then on nothing
+    writes it until an event (the controller does not poll the buyer for Ready purchases)."""
     def check():
-        obj, entry = kube(stack).get(name), live(stack).get(name) or {}
-        status = obj.get("status") or {}
-        same = (status.get("remaining"), status.get("spent")) == (entry.get("remaining"), entry.get("spent"))
-        return obj if same and status.get("observedGeneration") == obj["metadata"]["generation"] else None
-    return wait(check, what=f"{name} status to follow the buyer")
+        obj = kube(stack).get(name)
+        return obj if _ready_for_its_generation(obj) and name in live(stack) else None
+    return wait(check, what=f"{name} Ready for its generation")
 
 
 def spend(stack, model: str, n: int) -> None:

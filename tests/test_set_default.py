@@ -11,8 +11,8 @@ import yaml
 
 from conftest import run_buy, stack_env
 from devstack import config
-from helpers import (agent_chat, buyer_status, config_path, file_state, kube_get, litellm_chat, offer,
-                     usdc_balance)
+from helpers import (agent_chat, buyer_status, config_path, cost_cap_schema, file_state, kube_get, litellm_chat,
+                     offer, usdc_balance)
 
 MODEL = "deepseek-v4-pro"
 ALIAS = f"paid/{MODEL}"
@@ -227,7 +227,8 @@ def test_refuses_when_the_canary_fails_on_an_empty_pool(stack, tmp_path):
 
 def test_refuses_when_the_canary_fails_on_a_failing_seller(stack, tmp_path):
     from tests.test_cmd_process import DRIFTED, drift_purchase, seller_quotes_the_spec
-    _, price_file = drift_purchase(stack)
+    with cost_cap_schema(stack):  # the shared drift purchase is bought with a cost cap
+        _, price_file = drift_purchase(stack)
     seller_quotes_the_spec(stack)
     assert buyer_status(stack)[DRIFTED]["remaining"] > 0  # vouchers to spend: only the seller is wrong
     spent = buyer_status(stack)[DRIFTED]["spent"]
