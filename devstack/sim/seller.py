@@ -13,7 +13,10 @@ Verify and settle go to the x402 SDK's own facilitator (x402FacilitatorSync) in 
 anvil. The real gateway POSTs the same payload JSON and its own matched entry to a remote
 facilitator, tagged x402Version 2; here the payload is validated as a v2 PaymentPayload for the same
 reason. Where the reference is silent (an exception inside the in-process facilitator) the gateway
-answers as for a reachable facilitator that rejected the call: 503 `facilitator_error`.
+answers as for a reachable facilitator that rejected the call: 503 `facilitator_error`. That is what a
+payment whose `accepted.network` is the legacy alias gets: it passes the gateway's alias-tolerant
+match (§2d) and goes on as sent, and the SDK facilitator knows its v2 scheme only as the CAIP-2 name.
+The x402-buyer always sends CAIP-2 (§1 c2), and so does `buy.py pay` (the first spelling offered).
 
 Offers file: a JSON list of {"offer", "model", "prices": [atomic, ...]} or {"offer", "model",
 "price_file"}; a price file is read at every request (a seller whose price moves), a missing one makes
