@@ -159,12 +159,28 @@ def _dropped(sent: Any, kept: Any, path: str) -> list[str]:
     return []
 
 
+def _dry_run(kube: Any, obj: dict, replace: bool, attempts: int = 3) -> dict:
+    """The dry-run answer; a replace that lost a race with a status write is retried at the fresh
+    resourceVersion (the spec being checked is the same)."""
+    if not replace:
+        return kube.create(obj, dry_run=True)
+    for attempt in range(attempts):
+        try:
+            return kube.replace(obj, dry_run=True)
+        except KubeApiError as err:
+            if err.reason != "Conflict" or attempt == attempts - 1:
+                raise
+            fresh = kube.get(obj["metadata"]["name"])
+            obj = dict(obj, metadata=dict(obj["metadata"], resourceVersion=fresh["metadata"]["resourceVersion"]))
+    raise AssertionError("unreachable")
+
+
 def check_schema(kube: Any, obj: dict, *, replace: bool) -> None:
     """A server-side dry run of exactly the write to come; PurchaseError (exit 1) if the cluster would
     reject a field or prune it (a schema without spec.autoRefill.maxUnitPrice loses a cost cap)."""
     name = obj["metadata"]["name"]
     try:
-        answer = kube.replace(obj, dry_run=True) if replace else kube.create(obj, dry_run=True)
+        answer = _dry_run(kube, obj, replace)
     except KubeApiError as err:
         unknown = _UNKNOWN_FIELD.findall(err.message)
         if unknown:

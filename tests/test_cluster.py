@@ -128,6 +128,22 @@ def test_a_field_the_schema_does_not_declare_names_the_field_and_the_flag():
     assert caught.value.hint.startswith("drop --cost-cap") and caught.value.exit_code == 1
 
 
+def test_a_replace_that_lost_a_race_with_a_status_write_is_checked_again_at_the_fresh_version():
+    class Racing(FakeKube):
+        def replace(self, obj, *, dry_run=False):
+            self.calls.append(obj["metadata"].get("resourceVersion"))
+            if len(self.calls) == 1:
+                raise KubeApiError("conflict", status_code=409, reason="Conflict")
+            return obj
+
+        def get(self, name):
+            return {"metadata": {"name": name, "resourceVersion": "8"}}
+
+    kube = Racing()
+    cluster.check_schema(kube, dict(purchase(), metadata={"name": "p", "resourceVersion": "7"}), replace=True)
+    assert kube.calls == ["7", "8"]
+
+
 def test_a_pruned_field_is_refused_and_other_rejections_name_their_field():
     with pytest.raises(PurchaseError) as caught:
         cluster.check_schema(FakeKube(answer=purchase()), purchase(maxUnitPrice="5"), replace=True)

@@ -94,7 +94,7 @@ def test_the_dry_run_refuses_a_cost_cap_the_crd_would_prune_and_a_crd_with_the_f
 
 # -- a foreign seller's vouchers placed in a PurchaseRequest by hand ---------------------------------
 
-def place_by_hand(stack, name: str, model: str) -> dict:
+def place_by_hand(stack, name: str, model: str, auto_refill: dict | None = None) -> dict:
     """Vouchers exactly as `buy` would sign them for the seller's first option, in a PurchaseRequest
     written directly (what `buy` now refuses to do)."""
     settings = settings_mod.load(stack_env(stack))
@@ -109,13 +109,13 @@ def place_by_hand(stack, name: str, model: str) -> dict:
                                            decimals=option.decimals)
     kube = KubeClient.from_settings(settings)
     return kube.create(purchases.build_purchase(name, kube.namespace, endpoint=url, model=model, payment=payment,
-                                                auths=auths, auto_refill=None))
+                                                auths=auths, auto_refill=auto_refill))
 
 
 def test_a_v1_sellers_vouchers_get_ready_and_the_canary_refuses_the_default(stack):
     """The probe is satisfied by the v1 body's accepts[0]; every payment is refused (the voucher is a v2
     envelope) and released to the head of the pool; `default set` turns that into exit 4."""
-    place_by_hand(stack, "byhand-v1", "legacy-model")
+    place_by_hand(stack, "byhand-v1", "legacy-model", auto_refill={"enabled": True, "threshold": 5, "count": 2})
     wait_until(lambda: purchases.is_serving(kube_get(stack, "byhand-v1")), what="byhand-v1 Ready")
     pay_to = stack.info["foreign"]["pay_to"]
     before_config, seller_before = file_state(config_path(stack)), usdc_balance(stack, pay_to)
@@ -129,6 +129,15 @@ def test_a_v1_sellers_vouchers_get_ready_and_the_canary_refuses_the_default(stac
     assert again.status_code == 402 and again.json()["x402Version"] == 1  # the same voucher, refused again
     assert buyer_status(stack)["byhand-v1"]["remaining"] == 1
     assert usdc_balance(stack, pay_to) == seller_before
+
+    # A refill is due (1 voucher, threshold 5): `process` applies buy's rule and signs nothing.
+    before = snapshot(stack)
+    res = run_buy(["process", "byhand-v1", "--json"], stack_env(stack))
+    assert res.returncode == 1, res.stdout + res.stderr
+    action = res.json["purchases"][0]
+    assert action["action"] == "failed" and action["error"]["code"] == "cluster_cannot_pay"
+    assert "speaks only x402 v1" in action["reason"] and "Signing" not in res.stderr
+    assert snapshot(stack) == before
 
 
 def test_a_header_only_sellers_vouchers_never_get_past_the_probe_and_the_default_is_refused(stack):
