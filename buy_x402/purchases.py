@@ -147,13 +147,33 @@ def check_same_payment(existing: dict[str, Any], tail: list[dict[str, Any]], pay
                  "or buy under another name", data={"name": name, "changes": changes})
 
 
+def voucher_price(auth: dict[str, Any]) -> str:
+    """The atomic amount a voucher pays: its `accepted.amount`, else what its authorization transfers."""
+    payment = auth.get("payment") or {}
+    accepted = payment.get("accepted") or {}
+    if accepted.get("amount"):
+        return str(accepted["amount"])
+    payload = payment.get("payload") or {}
+    permitted = ((payload.get("permit2Authorization") or {}).get("permitted") or {}).get("amount")
+    return str(permitted or (payload.get("authorization") or {}).get("value") or auth.get("value") or "")
+
+
+def stale_vouchers(tail: list[dict[str, Any]], payment: dict[str, Any]) -> list[dict[str, Any]]:
+    """Unspent vouchers signed for another price than `payment`'s: the seller matches the amount exactly,
+    so it refuses them, and the x402-buyer puts a refused voucher back at the head of its pool, where it
+    would block every newer voucher. A top-up drops them."""
+    price = str(payment.get("price") or "")
+    return [auth for auth in tail if voucher_price(auth) != price]
+
+
 def topup_object(existing: dict[str, Any], *, new_auths: list[dict[str, Any]], live_remaining: int,
                  payment: dict[str, Any], auto_refill: dict[str, Any] | None,
                  endpoint: str | None = None) -> dict[str, Any]:
     """The object to PUT for a top-up: unspent tail + new auths; metadata (resourceVersion) kept.
 
     `endpoint`, when given, replaces `spec.endpoint` (a seller that moved its offer URL), as the
-    upstream top-up does; the payment guard keeps the unspent vouchers valid for it.
+    upstream top-up does; the payment guard keeps the unspent vouchers valid for it. Unspent vouchers
+    signed at a price the seller no longer asks are dropped (`stale_vouchers`).
     """
     obj = copy.deepcopy(existing)
     obj.pop("status", None)
@@ -165,6 +185,8 @@ def topup_object(existing: dict[str, Any], *, new_auths: list[dict[str, Any]], l
     check_same_payment(existing, active, payment)
     if endpoint is not None:
         spec["endpoint"] = chat_endpoint(endpoint)
+    stale = stale_vouchers(active, payment)
+    active = [auth for auth in active if auth not in stale]
     pool = active + list(new_auths)
     if not pool:
         raise PurchaseError(f"top-up of PurchaseRequest {name} has no authorizations to keep or add",

@@ -132,12 +132,18 @@ def test_a_v1_sellers_vouchers_get_ready_and_the_canary_refuses_the_default(stac
 
     # A refill is due (1 voucher, threshold 5): `process` applies buy's rule and signs nothing.
     before = snapshot(stack)
-    res = run_buy(["process", "byhand-v1", "--json"], stack_env(stack))
-    assert res.returncode == 1, res.stdout + res.stderr
-    action = res.json["purchases"][0]
-    assert action["action"] == "failed" and action["error"]["code"] == "cluster_cannot_pay"
-    assert "speaks only x402 v1" in action["reason"] and "Signing" not in res.stderr
-    assert snapshot(stack) == before
+    try:
+        res = run_buy(["process", "byhand-v1", "--json"], stack_env(stack))
+        assert res.returncode == 1, res.stdout + res.stderr
+        action = res.json["purchases"][0]
+        assert action["action"] == "failed" and action["error"]["code"] == "cluster_cannot_pay"
+        assert "speaks only x402 v1" in action["reason"] and "Signing" not in res.stderr
+        assert snapshot(stack) == before
+    finally:  # later `process --all` runs must not keep failing on this purchase
+        kube = KubeClient.from_settings(settings_mod.load(stack_env(stack)))
+        obj = kube.get("byhand-v1")
+        obj["spec"]["autoRefill"] = {"enabled": False}
+        kube.replace(obj)
 
 
 def test_a_header_only_sellers_vouchers_never_get_past_the_probe_and_the_default_is_refused(stack):
@@ -152,3 +158,5 @@ def test_a_header_only_sellers_vouchers_never_get_past_the_probe_and_the_default
     assert res.returncode == 4 and res.json["error"]["data"]["step"] == "selectable"
     assert "no PurchaseRequest in this namespace publishes paid/sdk-model" in res.json["error"]["message"]
     assert file_state(config_path(stack)) == before_config
+    KubeClient.from_settings(settings_mod.load(stack_env(stack))).delete("byhand-sdk")  # never served: gone at once
+    wait_until(lambda: kube_get(stack, "byhand-sdk") is None, what="byhand-sdk deleted")

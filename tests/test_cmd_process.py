@@ -233,29 +233,44 @@ def test_a_moved_seller_price_is_capped_then_followed_and_written_to_the_spec(st
         res = run_buy(["process", DRIFTED, "--json"], env)
         assert res.returncode == 0, res.stderr
         action = res.json["purchases"][0]
-        assert action["action"] == "refilled" and action["count"] == 2 and action["pool"] == 3
+        # The unspent voucher signed at 1000 is dropped: the seller now matches 1500 exactly and would refuse
+        # it, and the x402-buyer puts a refused voucher back at the head of its pool, blocking the new ones.
+        assert action["action"] == "refilled" and action["count"] == 2 and action["pool"] == 2
+        assert action["dropped"] == 1
         assert action["price_moved"] == {"from": "1000", "to": "1500"}
         assert action["cost"]["atomic"] == "3000"
         assert (f"{DRIFTED}: seller price moved 0.001 USDC (1000 atomic) → 0.0015 USDC (1500 atomic); "
                 "refilling at the seller's quote") in res.stderr
+        assert f"{DRIFTED}: dropping 1 unspent voucher(s) signed at another price" in res.stderr
         after = kube(stack).get(DRIFTED)
         pool = after["spec"]["preSignedAuths"]
         assert after["spec"]["payment"]["price"] == "1500"  # so the controller's probe agrees (§18.6)
-        assert pool[:1] == before["spec"]["preSignedAuths"][-1:]
-        assert [a["payment"]["payload"]["authorization"]["value"] for a in pool[1:]] == ["1500", "1500"]
-        assert all(a["payment"]["accepted"]["amount"] == "1500" for a in pool[1:])
+        assert not {a["id"] for a in pool} & {a["id"] for a in before["spec"]["preSignedAuths"]}
+        assert [a["payment"]["payload"]["authorization"]["value"] for a in pool] == ["1500", "1500"]
+        assert all(a["payment"]["accepted"]["amount"] == "1500" for a in pool)
         # The controller re-probes the seller for the new generation and finds the price it expects.
         wait(lambda: _ready_for_its_generation(kube(stack).get(DRIFTED)), what="Ready for the refilled spec")
-        wait(lambda: live(stack)[DRIFTED]["remaining"] == 3, what="the refilled pool to go live")
+        wait(lambda: live(stack)[DRIFTED]["remaining"] == 2, what="the refilled pool to go live")
+        # And the cluster can spend it: one paid call settles the new price.
+        pay_to = stack.info["seller"]["pay_to"]
+        seller_before = usdc_balance(stack, pay_to)
+        spend(stack, "drift-model", 1)
+        assert usdc_balance(stack, pay_to) - seller_before == 1500
     finally:
         seller_quotes_the_spec(stack)
 
 
 def _set_refill_threshold(stack, threshold: int) -> dict:
-    """Change the purchase's refill threshold and wait until the controller has it Ready again."""
+    """Change the purchase's refill threshold and wait until the controller has it Ready again.
+
+    Like every spec change the skill makes, it keeps only the vouchers the buyer has not spent: the
+    controller's first Ready for a new generation needs the live pool to equal the spec's vouchers."""
     obj = kube(stack).get(DRIFTED)
     if obj["spec"]["autoRefill"]["threshold"] != threshold:
         obj["spec"]["autoRefill"]["threshold"] = threshold
+        remaining = live(stack)[DRIFTED]["remaining"]
+        obj["spec"]["preSignedAuths"] = obj["spec"]["preSignedAuths"][len(obj["spec"]["preSignedAuths"]) - remaining:]
+        obj["spec"]["count"] = len(obj["spec"]["preSignedAuths"])
         kube(stack).replace(obj)
     wait(lambda: _ready_for_its_generation(kube(stack).get(DRIFTED)), what="Ready for the new threshold")
     return settled(stack, DRIFTED)

@@ -416,3 +416,18 @@ def test_list_row_takes_the_chain_from_the_buyer_and_the_token_from_the_table():
     assert (row["chain"], row["assetSymbol"], row["assetDecimals"]) == ("base-sepolia", None, None)
     obj["spec"]["payment"].update(network="nowhere")
     assert pr.list_row(obj, None, now=0)["assetSymbol"] is None
+
+
+def test_topup_drops_unspent_vouchers_signed_at_a_price_the_seller_no_longer_asks():
+    existing = live_object(n=3, remaining=2)
+    tail = existing["spec"]["preSignedAuths"][1:]
+    moved = dict(PAYMENT, price="1500")
+    assert pr.stale_vouchers(tail, PAYMENT) == [] and pr.stale_vouchers(tail, moved) == tail
+    new = [{"id": "0xnew", "payment": {"x402Version": 2, "accepted": {"amount": "1500"},
+                                       "payload": {"signature": "0xsig", "authorization": {"value": "1500"}}}}]
+    obj = pr.topup_object(existing, new_auths=new, live_remaining=2, payment=moved, auto_refill=None)
+    assert obj["spec"]["preSignedAuths"] == new and obj["spec"]["count"] == 1
+    same = pr.topup_object(existing, new_auths=[auth(9)], live_remaining=2, payment=PAYMENT, auto_refill=None)
+    assert same["spec"]["preSignedAuths"] == tail + [auth(9)]
+    flat = {"signature": "0x", "from": "0x1", "to": "0x2", "value": "1000", "nonce": "0x3"}
+    assert pr.voucher_price(flat) == "1000" and pr.stale_vouchers([flat], moved) == [flat]

@@ -113,6 +113,10 @@ def run(ctx: Context, args: Namespace) -> Result:
                                            decimals=option.decimals)
     if existing is not None:
         purchases.check_same_payment(existing, tail, payment)
+        stale = purchases.stale_vouchers(tail, payment)
+        if stale:
+            ctx.notify(f"{args.name}: dropping {len(stale)} unspent voucher(s) signed at another price; the seller "
+                       f"now asks {price_text} and would refuse them")
         old_endpoint = existing.get("spec", {}).get("endpoint")
         if old_endpoint != purchases.chat_endpoint(endpoint):
             ctx.notify(f"{args.name} moves from {old_endpoint} to {purchases.chat_endpoint(endpoint)}")

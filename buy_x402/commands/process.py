@@ -145,6 +145,10 @@ def _reconcile(peers: Peers, obj: dict, entry: dict) -> dict[str, Any]:
 
     valid_before = auth_expiry(peers.settings.auth_ttl, int(time.time()))
     new_payment = purchases.merge_payment(payment, {**payment, "price": str(price)})
+    stale = purchases.stale_vouchers(active, new_payment)
+    if stale:
+        peers.ctx.notify(f"{name}: dropping {len(stale)} unspent voucher(s) signed at another price: the seller "
+                         f"now asks {fmt(price)} and would refuse them, blocking the pool")
     placeholders = placeholder_auths(option, wallet, plan.count, valid_before, offer)
     dry_run_write(peers, purchases.topup_object(obj, new_auths=placeholders, live_remaining=entry["remaining"],
                                                 payment=new_payment, auto_refill=policy), replace=True)
@@ -154,7 +158,7 @@ def _reconcile(peers: Peers, obj: dict, entry: dict) -> dict[str, Any]:
     return {"name": name, "action": "refilled", "reason": plan.reason, "count": plan.count,
             "price": {"atomic": str(price), "display": fmt(price)},
             "price_moved": None if price == stored else {"from": str(stored), "to": str(price)},
-            "pool": pool, "cost": {"atomic": str(cost), "display": fmt(cost)}}
+            "pool": pool, "dropped": len(stale), "cost": {"atomic": str(cost), "display": fmt(cost)}}
 
 
 def _spendable(obj: dict | None, entry: dict | None) -> tuple[bool, str]:
