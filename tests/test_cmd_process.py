@@ -87,11 +87,17 @@ def settled(stack, name: str) -> dict:
 
 
 def spend(stack, model: str, n: int) -> None:
-    """Spend `n` vouchers: paid chats through the buyer, as LiteLLM would send them."""
+    """Spend `n` vouchers: paid chats through the buyer, as LiteLLM would send them; the seller's balance
+    on anvil must move by exactly its current price × n."""
+    url = offer(stack, model)["url"] + "/v1/chat/completions"
+    price = int(requests.post(url, json={"model": model, "messages": []}, timeout=10).json()["accepts"][0]["amount"])
+    pay_to = stack.info["seller"]["pay_to"]
+    before = usdc_balance(stack, pay_to)
     for _ in range(n):
         resp = requests.post(stack.env["X402_BUYER_URL"] + "/v1/chat/completions", timeout=60,
                              json={"model": f"paid/{model}", "messages": [{"role": "user", "content": "hi"}]})
         assert resp.status_code == 200, resp.text
+    assert usdc_balance(stack, pay_to) - before == price * n
 
 
 def spend_to(stack, name: str, model: str, remaining: int) -> None:
@@ -251,11 +257,8 @@ def test_a_moved_seller_price_is_capped_then_followed_and_written_to_the_spec(st
         # The controller re-probes the seller for the new generation and finds the price it expects.
         wait(lambda: _ready_for_its_generation(kube(stack).get(DRIFTED)), what="Ready for the refilled spec")
         wait(lambda: live(stack)[DRIFTED]["remaining"] == 2, what="the refilled pool to go live")
-        # And the cluster can spend it: one paid call settles the new price.
-        pay_to = stack.info["seller"]["pay_to"]
-        seller_before = usdc_balance(stack, pay_to)
+        # And the cluster can spend it: a paid call settles the new price (spend checks 1 × 1500 on chain).
         spend(stack, "drift-model", 1)
-        assert usdc_balance(stack, pay_to) - seller_before == 1500
     finally:
         seller_quotes_the_spec(stack)
 

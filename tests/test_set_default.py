@@ -44,6 +44,8 @@ def test_the_mission_adopt_chat_paid_restore_chat_free(stack):
     mode_before = file_state(path)[1]
     assert hermes_get(stack) == config.FREE_MODEL
     assert "free answer" in agent_chat(stack, "hello")
+    pay_to, price = stack.info["chain"]["pay_to"], int(offer(stack, MODEL)["price"])
+    seller_at_start = usdc_balance(stack, pay_to)
 
     result = run_buy(["buy", NAME, "--endpoint", offer(stack, MODEL)["url"], "--model", MODEL, "--count", "4",
                       "--auto-refill", "--set-default", "--json"], stack_env(stack))
@@ -65,9 +67,9 @@ def test_the_mission_adopt_chat_paid_restore_chat_free(stack):
     # The canary spent exactly one voucher.
     live = buyer_status(stack)[NAME]
     assert live["spent"] == 1 and live["remaining"] == 3
+    assert usdc_balance(stack, pay_to) - seller_at_start == price  # the canary, settled on chain
 
     # The live proof: the next chat with the running agent is paid and settles on chain.
-    pay_to, price = stack.info["chain"]["pay_to"], int(offer(stack, MODEL)["price"])
     seller_before = usdc_balance(stack, pay_to)
     answer = agent_chat(stack, "which model answers now?")
     assert f"paid answer from {MODEL}" in answer

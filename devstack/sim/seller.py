@@ -18,6 +18,9 @@ payment whose `accepted.network` is the legacy alias gets: it passes the gateway
 match (§2d) and goes on as sent, and the SDK facilitator knows its v2 scheme only as the CAIP-2 name.
 The x402-buyer always sends CAIP-2 (§1 c2), and so does `buy.py pay` (the first spelling offered).
 
+Not served: the HTML 402 the real gateway sends to browsers (`Accept: text/html`), the service
+catalog behind the `Link` header, SIWX, agent offers; no client of the devstack asks for them.
+
 Offers file: a JSON list of {"offer", "model", "prices": [atomic, ...]} or {"offer", "model",
 "price_file"}; a price file is read at every request (a seller whose price moves), a missing one makes
 the gateway answer 500 (a seller whose pricing broke), and text that is not a number is advertised
