@@ -9,6 +9,7 @@ PurchaseRequest by hand and watch the cluster fail the way obol-wire.md's "misma
 """
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -24,9 +25,16 @@ from helpers import (buyer_status, config_path, cost_cap_schema, file_state, kub
 
 
 def snapshot(stack) -> tuple:
-    """What a refused buy must leave exactly as it was: the purchases, the wallet, the Hermes config."""
-    return ({n: (kube_get(stack, n) or {}).get("metadata", {}).get("resourceVersion") for n in kube_names(stack)},
-            usdc_balance(stack, stack.info["signer"]["address"]), file_state(config_path(stack)))
+    """What a refused buy must leave exactly as it was: the purchases (which exist, each one's spec and
+    generation, byte for byte; the controller may still write the status of one converging from an
+    earlier test), the wallet, the Hermes config."""
+    objects = {}
+    for name in kube_names(stack):
+        obj = kube_get(stack, name) or {}
+        meta = obj.get("metadata") or {}
+        objects[name] = (meta.get("generation"), meta.get("deletionTimestamp"), json.dumps(obj.get("spec"),
+                                                                                          sort_keys=True))
+    return objects, usdc_balance(stack, stack.info["signer"]["address"]), file_state(config_path(stack))
 
 
 @pytest.mark.parametrize("model, words", [
@@ -116,7 +124,7 @@ def test_a_v1_sellers_vouchers_get_ready_and_the_canary_refuses_the_default(stac
     """The probe is satisfied by the v1 body's accepts[0]; every payment is refused (the voucher is a v2
     envelope) and released to the head of the pool; `default set` turns that into exit 4."""
     place_by_hand(stack, "byhand-v1", "legacy-model", auto_refill={"enabled": True, "threshold": 5, "count": 2})
-    wait_until(lambda: purchases.is_serving(kube_get(stack, "byhand-v1")), what="byhand-v1 Ready")
+    wait_until(lambda: purchases.is_serving(kube_get(stack, "byhand-v1")), timeout=90, what="byhand-v1 Ready")
     pay_to = stack.info["foreign"]["pay_to"]
     before_config, seller_before = file_state(config_path(stack)), usdc_balance(stack, pay_to)
     res = run_buy(["default", "set", "paid/legacy-model", "--json"], stack_env(stack))
