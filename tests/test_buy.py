@@ -5,6 +5,7 @@ refusals of sellers the cluster cannot pay are in tests/test_cluster_refusals.py
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -141,9 +142,14 @@ def test_topup_follows_a_seller_that_moved_its_offer_url(stack):
 
 
 def _unchanged(stack):
-    """What a failed buy must leave exactly as it was: the purchases and the wallet."""
-    return ({n: (kube_get(stack, n) or {}).get("metadata", {}).get("resourceVersion") for n in kube_names(stack)},
-            usdc_balance(stack, stack.info["signer"]["address"]))
+    """What a failed buy must leave exactly as it was: the purchases (which exist, each one's spec and
+    generation, byte for byte) and the wallet. Not resourceVersions: the controller writes a purchase's
+    status whenever an event makes it reconcile, which a buy that writes nothing does not cause."""
+    objects = {}
+    for name in kube_names(stack):
+        obj = kube_get(stack, name) or {}
+        objects[name] = (obj.get("metadata", {}).get("generation"), json.dumps(obj.get("spec"), sort_keys=True))
+    return objects, usdc_balance(stack, stack.info["signer"]["address"])
 
 
 def test_a_second_purchase_name_for_the_same_model_is_refused(stack):
