@@ -18,8 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from devstack.__main__ import down, up  # noqa: E402
-from devstack.stack import Stack  # noqa: E402
+from devstack.stack import Stack, down, up  # noqa: E402
 
 BUY = str(REPO / "buy.py")
 
