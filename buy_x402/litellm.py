@@ -48,7 +48,9 @@ class LiteLLMClient:
                                "LiteLLM is running", code="litellm_unreachable",
                                data={"url": url}) from exc
 
-    def _http_error(self, response: requests.Response, what: str) -> LiteLLMError:
+    def _http_error(self, response: requests.Response, what: str, *,
+                    code_override: str | None = None) -> LiteLLMError:
+        """`code_override` replaces the code the status implies (e.g. every failed canary is `canary_failed`)."""
         status = response.status_code
         if status == 402:
             hint = "the paid model could not pay the seller; check the purchase with `buy.py status NAME`"
@@ -64,7 +66,7 @@ class LiteLLMClient:
             code = "litellm_error"
         body = self._excerpt(response.text or "")
         return LiteLLMError(f"LiteLLM {what} answered HTTP {status}" + (f": {body}" if body else ""),
-                            hint=hint, code=code, data={"status": status, "url": response.url})
+                            hint=hint, code=code_override or code, data={"status": status, "url": response.url})
 
     def list_models(self) -> list[str]:
         """Model ids from GET /models. Raises LiteLLMError on any failure or unexpected shape."""
@@ -104,9 +106,7 @@ class LiteLLMClient:
                 "max_tokens": max_tokens}
         response = self._request("POST", "/chat/completions", timeout=timeout_s, json=body)
         if response.status_code != 200:
-            error = self._http_error(response, f"canary completion with {model}")
-            error.code = "canary_failed"
-            raise error
+            raise self._http_error(response, f"canary completion with {model}", code_override="canary_failed")
         try:
             payload = response.json()
         except ValueError:

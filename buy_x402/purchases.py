@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from . import schemes
 from .errors import PurchaseError, SellerError, UsageError
-from .x402 import normalize_endpoint
+from .x402 import chat_url
 
 GROUP = "obol.org"
 VERSION = "v1alpha1"
@@ -25,7 +26,6 @@ MAX_REFILL_COUNT = 1000     # buy.py MAX_AUTH_COUNT: the largest batch one refil
 DEFAULT_REFILL_COUNT = 100
 REFILL_THRESHOLD_DIVISOR = 5
 NEVER_DEADLINE = 4294967295  # "never" expiry: not a real deadline, so not reported as the earliest
-CHAT_PATH = "/v1/chat/completions"
 
 # Controller conditions (§9) that will not heal by waiting: the wait reports them early.
 TERMINAL_REASONS = {
@@ -45,7 +45,22 @@ def alias_for(model_id: str) -> str:
 
 def chat_endpoint(url: str) -> str:
     """The `spec.endpoint` value: the normalized base plus the chat path the controller probes."""
-    return normalize_endpoint(url) + CHAT_PATH
+    return chat_url(url)
+
+
+def find(items: Iterable[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The PurchaseRequest `name` among `items`, or PurchaseError naming the ones that exist."""
+    items = list(items)
+    obj = next((o for o in items if (o.get("metadata") or {}).get("name") == name), None)
+    if obj is not None:
+        return obj
+    names = sorted(o["metadata"]["name"] for o in items)
+    if names:
+        raise PurchaseError(f"no purchase named {name!r}; existing purchases: {', '.join(names)}",
+                            hint="buy.py list", data={"name": name, "purchases": names})
+    raise PurchaseError(f"no purchase named {name!r}; there are no purchases in this namespace",
+                        hint="buy one: buy.py buy NAME --endpoint URL --model ID",
+                        data={"name": name, "purchases": []})
 
 
 def _eip712_domain(extra: dict[str, Any]) -> tuple[str, str]:
@@ -104,10 +119,16 @@ def build_purchase(name: str, namespace: str, *, endpoint: str, model: str, paym
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
-def active_tail(pool: list[dict[str, Any]], remaining: int) -> list[dict[str, Any]]:
-    """The auths the buyer has not spent yet: it consumes FIFO from the front, so the last `remaining`."""
-    remaining = int(remaining)
-    if remaining < 0 or remaining > len(pool):
+def active_tail(pool: list[dict[str, Any]], remaining: int | None, *, clamp: bool = False) -> list[dict[str, Any]]:
+    """The auths the buyer has not spent yet: it consumes FIFO from the front, so the last `remaining`.
+
+    A buyer count the pool cannot hold is an error before a write; `clamp` (for display and expiry
+    checks of a purchase in use) reads it as "all of them" or "none" instead.
+    """
+    remaining = int(remaining or 0)
+    if clamp:
+        remaining = max(0, min(remaining, len(pool)))
+    elif remaining < 0 or remaining > len(pool):
         raise PurchaseError(
             f"x402-buyer reports {remaining} unspent auths but the PurchaseRequest holds {len(pool)}",
             hint="the buyer and the PurchaseRequest disagree; wait for it to converge (`buy.py status NAME`)")
@@ -378,11 +399,9 @@ def plan_refill(live_remaining: int, policy: dict[str, Any] | None) -> RefillPla
 
 
 def auth_deadline(auth: dict[str, Any]) -> int | None:
-    """When an auth stops being payable: EIP-3009 validBefore, Permit2 deadline, or legacy flat field."""
+    """When an auth stops being payable: its payment scheme's deadline, or the legacy flat field."""
     payload = ((auth.get("payment") or {}).get("payload")) or {}
-    for value in ((payload.get("authorization") or {}).get("validBefore"),
-                  (payload.get("permit2Authorization") or {}).get("deadline"),
-                  auth.get("validBefore")):
+    for value in (schemes.deadline_of(payload), auth.get("validBefore")):
         if value not in (None, ""):
             try:
                 return int(value)
@@ -421,8 +440,7 @@ def list_row(obj: dict[str, Any], live_entry: dict[str, Any] | None, *,
     remaining = int(remaining or 0)
     spent = live.get("spent") if live.get("spent") is not None else status.get("spent")
     total_signed = status.get("totalSigned")
-    active = pool[len(pool) - min(remaining, len(pool)):] if remaining else []
-    expired, _ = pool_expiry(active, time.time() if now is None else now)
+    expired, _ = pool_expiry(active_tail(pool, remaining, clamp=True), time.time() if now is None else now)
     return {
         "name": meta.get("name"),
         "alias": live.get("public_model") or status.get("publicModel") or alias_for(model),

@@ -1,43 +1,48 @@
-"""Voucher work shared by `buy`, `process` and `pay`: pre-signing, the Permit2 pre-flight, and the
-top-up write that retries on Conflict with a fresh read."""
+"""Voucher work shared by `buy`, `process` and `pay`: choosing the option to pay with (and saying
+which), the payment scheme's pre-flight, pre-signing, and the top-up write that retries on Conflict."""
 from __future__ import annotations
 
-from .. import purchases
-from ..errors import KubeApiError, WalletError
-from ..result import Context
-from .common import Peers
+from typing import Any, Mapping
+
+from . import purchases, schemes, x402
+from .errors import KubeApiError
+from .offer import PaymentOption, PaymentRequired
+from .peers import Peers
+from .schemes import SigningPlan
 
 SIGNING_WORKERS = 8
 CONFLICT_RETRIES = 5
 
 
-def presign(peers: Peers, ctx: Context, option, wallet: str, count: int, valid_before: int, offer,
-            permit_nonce_base: int | None = None, signing_workers: int = SIGNING_WORKERS) -> list:
+def choose(peers: Peers, offer: PaymentRequired, wallet: str, *, index: int | None, token: str | None,
+           network: str | None) -> x402.Choice:
+    """The option to pay with (by the flags, else the first the wallet can afford), announced when the
+    seller offers more than one, with the listing the choice was made from."""
+    choice = x402.choose_option(offer.accepts, index=index, token=token, network=network,
+                                balance_of=lambda o: peers.chain.balance_of(o.chain.name, o.asset, wallet))
+    if len(offer.accepts) > 1:
+        peers.ctx.notify(f"This seller accepts {len(offer.accepts)} payment options; using [{choice.option.index}] "
+                         f"({choice.reason}).\n{choice.listing}")
+    return choice
+
+
+def preflight(peers: Peers, option: PaymentOption, wallet: str, *,
+              offered_extensions: Mapping[str, Any] | None = None) -> SigningPlan:
+    """The payment scheme's checks before anything is signed (e.g. the Permit2 approval)."""
+    return schemes.of(option).preflight(peers.chain, option, wallet, offered_extensions=offered_extensions)
+
+
+def presign(peers: Peers, option: PaymentOption, wallet: str, count: int, deadline: int, offer: PaymentRequired,
+            plan: SigningPlan | None = None, signing_workers: int = SIGNING_WORKERS) -> list:
     """Sign `count` vouchers for `option` through the remote signer, with progress on stderr."""
     def progress(done: int, total: int) -> None:
-        ctx.progress("signed", done, total)
-    if option.transfer_method == "permit2":
-        return peers.signer.presign_permit2(option, address=wallet, count=count, deadline=valid_before,
-                                            permit_nonce_base=permit_nonce_base,
-                                            extensions=offer.extensions, on_progress=progress,
-                                            workers=signing_workers)
-    return peers.signer.presign_erc3009(option, address=wallet, count=count, valid_before=valid_before,
-                                        extensions=offer.extensions, on_progress=progress,
-                                        workers=signing_workers)
-
-
-def check_permit2_allowance(peers: Peers, option, wallet: str) -> None:
-    from ..signing import PERMIT2_ADDRESS
-    allowance = peers.chain.allowance(option.chain.name, option.asset, wallet, PERMIT2_ADDRESS)
-    if allowance == 0:
-        data = "0x095ea7b3" + PERMIT2_ADDRESS[2:].lower().rjust(64, "0") + "f" * 64
-        raise WalletError(f"wallet {wallet} has not approved Permit2 ({PERMIT2_ADDRESS}) to spend {option.asset} "
-                          f"on {option.chain.name}",
-                          hint=f"send once from {wallet}: to={option.asset} data={data}")
+        peers.ctx.progress("signed", done, total)
+    return peers.signer.presign(option, address=wallet, count=count, deadline=deadline, plan=plan,
+                                extensions=offer.extensions, on_progress=progress, workers=signing_workers)
 
 
 def replace_with_retry(peers: Peers, name: str, existing: dict, live_entry: dict, auths: list,
-                        payment: dict, policy: dict | None, endpoint: str | None = None) -> dict:
+                       payment: dict, policy: dict | None, endpoint: str | None = None) -> dict:
     """PUT the merged pool; on Conflict re-read, re-check and merge again with the fresh live tail."""
     for attempt in range(CONFLICT_RETRIES):
         obj = purchases.topup_object(existing, new_auths=auths, live_remaining=live_entry["remaining"],

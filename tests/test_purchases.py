@@ -7,7 +7,7 @@ import pytest
 
 from buy_x402 import purchases as pr
 from buy_x402.errors import ExitCode, PurchaseError, SellerError, UsageError
-from buy_x402.x402 import CHAINS, PaymentOption
+from buy_x402.offer import CHAINS, PaymentOption
 
 USDC = CHAINS["base-sepolia"].usdc
 PAY_TO = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"

@@ -20,12 +20,12 @@ from x402.schemas import PaymentRequiredV1
 from buy_x402.chain import ChainClient
 from buy_x402.errors import ChainError, PaymentChoiceError, SellerError, TransportError
 from buy_x402.http import make_session
-from buy_x402.signing import PERMIT2_ADDRESS
+from buy_x402.offer import CHAINS, resolve_chain, token_meta
+from buy_x402.schemes.permit2 import PERMIT2_ADDRESS
 from devstack import config as devstack_config
 from devstack.parts import chain as chain_part
 from devstack.sim.erpc import ErpcHandler
-from buy_x402.x402 import (CHAINS, choose_option, normalize_endpoint, parse_payment_required, probe,
-                           resolve_chain, token_meta)
+from buy_x402.x402 import choose_option, normalize_endpoint, parse_payment_required, probe
 
 USDC_BASE_SEPOLIA = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
 USDC_BASE = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
