@@ -122,7 +122,7 @@ class NotReadyError(BuyError):
 class DefaultNotChanged(BuyError):
     """The agent's default model was not changed: a guard, the canary or the write refused.
 
-    `cause` is the underlying error; the Hermes config is byte-for-byte as before.
+    `cause` is the underlying error; the agent's config is byte-for-byte as before.
     """
     code = "default_not_changed"
     exit_code = ExitCode.DEFAULT_NOT_CHANGED

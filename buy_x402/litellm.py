@@ -1,4 +1,4 @@
-"""The agent's LiteLLM, seen the way Hermes sees it: is a model selectable, and does it answer?
+"""The agent's LiteLLM, seen the way the agent sees it: is a model selectable, and does it answer?
 
 Both checks run before the agent's default is switched (set-default steps 4 and 5). Any doubt is a
 refusal: unlike the upstream skill, an unreachable or failing LiteLLM never counts as "probably fine".
@@ -44,7 +44,7 @@ class LiteLLMClient:
             return send(self._session, method, url, peer="LiteLLM", timeout=timeout,
                         headers=self._headers(), **kwargs)
         except TransportError as exc:
-            raise LiteLLMError(exc.message, hint="check model.base_url in the Hermes config and that "
+            raise LiteLLMError(exc.message, hint="check model.base_url in the agent's config and that "
                                "LiteLLM is running", code="litellm_unreachable",
                                data={"url": url}) from exc
 
@@ -56,7 +56,7 @@ class LiteLLMClient:
             hint = "the paid model could not pay the seller; check the purchase with `buy.py status NAME`"
             code = "litellm_payment"
         elif status in (401, 403):
-            hint = "model.api_key in the Hermes config is not accepted by LiteLLM"
+            hint = "model.api_key in the agent's config is not accepted by LiteLLM"
             code = "litellm_auth"
         elif status >= 500:
             hint = "LiteLLM or the model behind it failed; check its logs and retry"

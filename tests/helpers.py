@@ -1,18 +1,28 @@
-"""Small readers of the devstack's real state, for assertions (kube objects, balances, pools, configs)."""
+"""Small readers of the devstack's real state, for assertions (kube objects, balances, pools, configs),
+and the idempotent set-ups several test modules share (purchases bought once per session)."""
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import requests
 
+from buy_x402 import settings as settings_mod
+from buy_x402.errors import KubeApiError
+from buy_x402.kube import KubeClient
+from conftest import run_buy, stack_env
 from devstack import config
 from devstack.parts import chain as chain_part
 from devstack.parts.chain import token_balance
 from devstack.stack import Stack
 
 PR_PATH = "/apis/obol.org/v1alpha1/namespaces/{ns}/purchaserequests"
+CAPPED = "capped-mistral"    # mistral-large-3 with a cost cap below the seller's price (process, listing)
+DRIFTED = "drift-refill"     # drift-model, whose seller price a test moves (process, set-default)
 
 
 def offer(stack: Stack, model: str) -> dict:
@@ -106,3 +116,92 @@ class drained_wallet:
 
     def __exit__(self, *exc) -> None:
         usdc_transfer(self.stack, SINK, self.agent, self.moved)
+
+
+# --- purchases several modules share, bought once per session -------------------------------------
+
+def kube(stack) -> KubeClient:
+    return KubeClient.from_settings(settings_mod.load(stack_env(stack)))
+
+
+def live(stack) -> dict:
+    return requests.get(stack.env["X402_BUYER_URL"] + "/status", timeout=5).json()
+
+
+def wait(predicate, timeout: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ensure_purchase(stack, name: str, model: str, *flags: str) -> dict:
+    """The purchase `name` of `model`, bought once per session (the listing tests share it)."""
+    try:
+        return kube(stack).get(name)
+    except KubeApiError as err:
+        assert err.reason == "NotFound", err
+    res = run_buy(["buy", name, "--endpoint", offer(stack, model)["url"], "--model", model, *flags],
+                  stack_env(stack))
+    assert res.returncode == 0, res.stderr
+    wait(lambda: name in live(stack), what=f"{name} live in the buyer")
+    return kube(stack).get(name)
+
+
+def settled(stack, name: str) -> dict:
+    """The PurchaseRequest once the controller has copied the buyer's counters into its status, so its
+    resourceVersion only moves again when something writes it."""
+    def check():
+        obj, entry = kube(stack).get(name), live(stack).get(name) or {}
+        status = obj.get("status") or {}
+        same = (status.get("remaining"), status.get("spent")) == (entry.get("remaining"), entry.get("spent"))
+        return obj if same and status.get("observedGeneration") == obj["metadata"]["generation"] else None
+    return wait(check, what=f"{name} status to follow the buyer")
+
+
+def spend(stack, model: str, n: int) -> None:
+    """Spend `n` vouchers: paid chats through the buyer, as LiteLLM would send them."""
+    for _ in range(n):
+        resp = requests.post(stack.env["X402_BUYER_URL"] + "/v1/chat/completions", timeout=60,
+                             json={"model": f"paid/{model}", "messages": [{"role": "user", "content": "hi"}]})
+        assert resp.status_code == 200, resp.text
+
+
+def spend_to(stack, name: str, model: str, remaining: int) -> None:
+    have = live(stack)[name]["remaining"]
+    assert have >= remaining, f"{name} has only {have} vouchers left"
+    spend(stack, model, have - remaining)
+    assert live(stack)[name]["remaining"] == remaining
+
+
+def config_bytes(stack) -> bytes:
+    return (Path(stack.env["HERMES_HOME"]) / "config.yaml").read_bytes()
+
+
+def hermes_default(stack) -> str:
+    res = subprocess.run([stack.env["HERMES_BIN"], "config", "get", "model.default"], capture_output=True,
+                         text=True, timeout=60, env=stack_env(stack))
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip().splitlines()[-1].strip()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def drift_purchase(stack) -> tuple[dict, Path]:
+    """The purchase of the `drift` offer, whose price the test sets through a file the seller reads."""
+    obj = ensure_purchase(stack, DRIFTED, "drift-model", "--count", "2", "--auto-refill", "--refill-threshold", "1",
+                          "--refill-count", "2", "--cost-cap", "0.002 USDC")
+    return obj, Path(offer(stack, "drift-model")["price_file"])
+
+
+def seller_quotes_the_spec(stack) -> None:
+    """Leave the drift seller quoting what the purchase expects, so the controller stays Ready."""
+    _, price_file = drift_purchase(stack)
+    price_file.write_text(kube(stack).get(DRIFTED)["spec"]["payment"]["price"])

@@ -10,115 +10,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-import requests
 
-from buy_x402 import settings as settings_mod
-from buy_x402.errors import KubeApiError
-from buy_x402.kube import KubeClient
-from tests.conftest import run_buy, stack_env
-from tests.helpers import drained_wallet, usdc_balance
+from conftest import run_buy, stack_env
+from helpers import (CAPPED, DRIFTED, closed_port, config_bytes, drained_wallet, drift_purchase, ensure_purchase,
+                     hermes_default, kube, live, offer, seller_quotes_the_spec, settled, spend, spend_to,
+                     usdc_balance, wait)
 
 REFILL = "refill-llama"
-CAPPED = "capped-mistral"
 GUARDED = "guard-gemma"
-DRIFTED = "drift-refill"
 BUYER_DOWN_MESSAGE = "x402-buyer status is unavailable; cannot make safe refill decisions."
 
 
-# --------------------------------------------------------------------------------- shared helpers
-
-def kube(stack) -> KubeClient:
-    return KubeClient.from_settings(settings_mod.load(stack_env(stack)))
-
-
-def offer(stack, model: str) -> dict:
-    return next(o for o in stack.info["seller"]["offers"] if o["model"] == model)
-
-
-def live(stack) -> dict:
-    return requests.get(stack.env["X402_BUYER_URL"] + "/status", timeout=5).json()
-
-
-def wait(predicate, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def ensure_purchase(stack, name: str, model: str, *flags: str) -> dict:
-    """The purchase `name` of `model`, bought once per session (the listing tests share it)."""
-    try:
-        return kube(stack).get(name)
-    except KubeApiError as err:
-        assert err.reason == "NotFound", err
-    res = run_buy(["buy", name, "--endpoint", offer(stack, model)["url"], "--model", model, *flags],
-                  stack_env(stack))
-    assert res.returncode == 0, res.stderr
-    wait(lambda: name in live(stack), what=f"{name} live in the buyer")
-    return kube(stack).get(name)
-
-
-def settled(stack, name: str) -> dict:
-    """The PurchaseRequest once the controller has copied the buyer's counters into its status, so its
-    resourceVersion only moves again when something writes it."""
-    def check():
-        obj, entry = kube(stack).get(name), live(stack).get(name) or {}
-        status = obj.get("status") or {}
-        same = (status.get("remaining"), status.get("spent")) == (entry.get("remaining"), entry.get("spent"))
-        return obj if same and status.get("observedGeneration") == obj["metadata"]["generation"] else None
-    return wait(check, what=f"{name} status to follow the buyer")
-
-
-def spend(stack, model: str, n: int) -> None:
-    """Spend `n` vouchers: paid chats through the buyer, as LiteLLM would send them."""
-    for _ in range(n):
-        resp = requests.post(stack.env["X402_BUYER_URL"] + "/v1/chat/completions", timeout=60,
-                             json={"model": f"paid/{model}", "messages": [{"role": "user", "content": "hi"}]})
-        assert resp.status_code == 200, resp.text
-
-
-def spend_to(stack, name: str, model: str, remaining: int) -> None:
-    have = live(stack)[name]["remaining"]
-    assert have >= remaining, f"{name} has only {have} vouchers left"
-    spend(stack, model, have - remaining)
-    assert live(stack)[name]["remaining"] == remaining
-
-
-def config_bytes(stack) -> bytes:
-    return (Path(stack.env["HERMES_HOME"]) / "config.yaml").read_bytes()
-
-
-def hermes_default(stack) -> str:
-    res = subprocess.run([stack.env["HERMES_BIN"], "config", "get", "model.default"], capture_output=True,
-                         text=True, timeout=60, env=stack_env(stack))
-    assert res.returncode == 0, res.stderr
-    return res.stdout.strip().splitlines()[-1].strip()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ------------------------------------------------------------------------------------ auto-refill
-
-def test_process_needs_a_name_or_all(stack):
-    res = run_buy(["process"], stack_env(stack))
-    assert res.returncode == 2
-    assert "give one purchase NAME or --all" in res.stderr
-
 
 def test_auto_refill_tops_up_at_the_threshold_and_not_above(stack):
     env = stack_env(stack)
@@ -194,19 +103,6 @@ def test_price_above_the_cost_cap_skips_the_refill_with_its_reason(stack):
 def _ready_for_its_generation(obj: dict) -> bool:
     ready = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
     return ready.get("status") == "True" and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
-
-
-def drift_purchase(stack) -> tuple[dict, Path]:
-    """The purchase of the `drift` offer, whose price the test sets through a file the seller reads."""
-    obj = ensure_purchase(stack, DRIFTED, "drift-model", "--count", "2", "--auto-refill", "--refill-threshold", "1",
-                          "--refill-count", "2", "--cost-cap", "0.002 USDC")
-    return obj, Path(offer(stack, "drift-model")["price_file"])
-
-
-def seller_quotes_the_spec(stack) -> None:
-    """Leave the drift seller quoting what the purchase expects, so the controller stays Ready."""
-    _, price_file = drift_purchase(stack)
-    price_file.write_text(kube(stack).get(DRIFTED)["spec"]["payment"]["price"])
 
 
 def test_a_moved_seller_price_is_capped_then_followed_and_written_to_the_spec(stack):

@@ -104,21 +104,23 @@ class AdoptionRecord:
 
     def mark_applied(self) -> None:
         """The verified switch happened: the newest pending adoption becomes applied."""
-        with self._lock():
-            state = self.read()
-            index = _newest_pending(state["history"])
-            if index is not None:
-                state["history"][index]["status"] = "applied"
-                self._save(state)
+        self._settle_newest_pending(applied=True)
 
     def drop_pending(self) -> None:
         """The write was refused or failed: forget the pending adoption so the history stays true."""
+        self._settle_newest_pending(applied=False)
+
+    def _settle_newest_pending(self, *, applied: bool) -> None:
         with self._lock():
             state = self.read()
             index = _newest_pending(state["history"])
-            if index is not None:
+            if index is None:
+                return
+            if applied:
+                state["history"][index]["status"] = "applied"
+            else:
                 del state["history"][index]
-                self._save(state)
+            self._save(state)
 
     def last(self, current: str | None) -> dict | None:
         """The adoption a restore would undo, given the agent's `current` default: the newest applied
