@@ -138,3 +138,15 @@ def test_the_offline_guard_sees_a_run_that_tries_the_network(run_cli, offline):
     """The guard the refusals above rely on: a command that does reach out is caught doing so."""
     result = run_cli(["probe", URL, "--json"])
     assert result.returncode == 1 and offline.attempts
+
+
+def test_default_show_reads_a_managed_config_without_writing_or_reaching_out(run_cli, offline, agent_home):
+    """show is read-only, so managed mode (which refuses every write) does not stop it; it says so."""
+    (agent_home / ".managed").write_text("")
+    state = file_state(agent_home / "config.yaml")
+    result = run_cli(["default", "show", "--json"])
+    assert result.returncode == 0, result.stderr
+    doc = result.json
+    assert (doc["model"], doc["managed"], doc["adopted_by_buy_x402"]) == ("qwen3.5:9b", True, False)
+    assert doc["config"] == str((agent_home / "config.yaml").resolve())
+    assert file_state(agent_home / "config.yaml") == state and offline.attempts == []

@@ -10,7 +10,7 @@ import time
 from argparse import Namespace
 from typing import Any
 
-from .. import purchases, schemes, x402
+from .. import purchases, refill, schemes, x402
 from ..adoption import adopt
 from ..amounts import auth_count, auth_expiry, format_amount, parse_money
 from ..errors import (BuyError, DefaultNotChanged, ExitCode, KubeApiError, NotReadyError, PurchaseError,
@@ -92,7 +92,7 @@ def run(ctx: Context, args: Namespace) -> Result:
         purchases.check_topup_allowed(existing, live_entry, model=args.model)
     tail = purchases.active_tail((existing or {}).get("spec", {}).get("preSignedAuths", []),
                                  live_entry["remaining"]) if existing is not None else []
-    policy = purchases.resolve_auto_refill(
+    policy = refill.resolve_auto_refill(
         auto_refill=args.auto_refill, threshold=args.refill_threshold, count=args.refill_count,
         cost_cap=cost_cap, desired_count=len(tail) + count,
         existing=(existing or {}).get("spec", {}).get("autoRefill"))

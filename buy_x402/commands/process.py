@@ -14,7 +14,7 @@ import time
 from argparse import Namespace
 from typing import Any
 
-from .. import purchases, x402
+from .. import purchases, refill, x402
 from ..adoption import PAID_PREFIX, restore_previous_default
 from ..agent.record import AdoptionRecord
 from ..amounts import auth_expiry, format_amount
@@ -102,7 +102,7 @@ def _reconcile(peers: Peers, obj: dict, entry: dict) -> dict[str, Any]:
     spec = obj.get("spec") or {}
     policy = spec.get("autoRefill")
     remaining = int(entry.get("remaining") or 0)
-    plan = purchases.plan_refill(remaining, policy)
+    plan = refill.plan_refill(remaining, policy)
     if not plan.refill:
         return _skip(peers, name, plan.reason)
     try:
