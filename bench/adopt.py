@@ -19,11 +19,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from buy_x402 import purchases, settings  # noqa: E402
-from buy_x402.commands.common import Peers  # noqa: E402
-from buy_x402.commands.default import adopt, restore  # noqa: E402
+from buy_x402.adoption import adopt, restore_previous_default  # noqa: E402
+from buy_x402.peers import Peers  # noqa: E402
 from buy_x402.result import Context  # noqa: E402
 from devstack import config  # noqa: E402
-from devstack.__main__ import down, up  # noqa: E402
+from devstack.stack import down, up  # noqa: E402
 
 PARTS = ["kube", "upstream", "litellm", "hermes"]   # no controller: the benchmark writes Ready itself
 ROUNDS = 5
@@ -88,7 +88,7 @@ def one_round(env: dict[str, str], name: str, wait) -> float:
     thread.join(timeout=90)
     if errors:
         raise errors[0]
-    restore(Peers(quiet_context(env)))
+    restore_previous_default(Peers(quiet_context(env)))
     peers.kube.delete(name)
     return marks["switched"] - marks["ready"]
 

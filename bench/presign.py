@@ -1,6 +1,6 @@
 """Pre-signing 500 ERC-3009 vouchers against the devstack's remote signer: ours vs. the upstream's way.
 
-Ours: `SignerClient.presign_erc3009` — one pooled session (connections reused), 8 requests in flight.
+Ours: `SignerClient.presign` (EIP-3009 scheme) — one pooled session (connections reused), 8 requests in flight.
 Baseline: the upstream buy.py's way — a fresh connection per request (urllib), one request at a time.
 Both sign the same typed data against the same signer in the same run; the ratio is what counts.
 Target: ours at least 3x faster.
@@ -17,12 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from buy_x402 import signing  # noqa: E402
+from buy_x402.schemes import eip3009  # noqa: E402
 from buy_x402.http import make_session  # noqa: E402
 from buy_x402.signer import SignerClient  # noqa: E402
 from buy_x402.x402 import parse_payment_required  # noqa: E402
 from devstack import config  # noqa: E402
-from devstack.__main__ import down, up  # noqa: E402
+from devstack.stack import down, up  # noqa: E402
 
 COUNT = 500
 ROUNDS = 3
@@ -40,19 +40,18 @@ def option_for(pay_to: str):
 def baseline(url: str, option, address: str, valid_before: int) -> list[dict]:
     auths = []
     for _ in range(COUNT):
-        typed = signing.transfer_with_authorization(option, signer=address, nonce=signing.new_nonce(),
-                                                    valid_before=valid_before)
+        typed = eip3009.SCHEME.typed_data(option, payer=address, nonce=eip3009.new_nonce(), deadline=valid_before)
         req = urllib.request.Request(f"{url}/api/v1/sign/{address}/typed-data", data=json.dumps(typed).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
         with urllib.request.urlopen(req, timeout=30) as resp:
             signature = json.loads(resp.read())["signature"]
-        auths.append(signing.auth_object(option, typed, signature))
+        auths.append(eip3009.SCHEME.auth_object(option, typed, signature))
     return auths
 
 
 def ours(url: str, option, address: str, valid_before: int) -> list[dict]:
     client = SignerClient(make_session("bench", pool_size=10), url)
-    return client.presign_erc3009(option, address=address, count=COUNT, valid_before=valid_before, workers=8)
+    return client.presign(option, address=address, count=COUNT, deadline=valid_before, workers=8)
 
 
 def main() -> int:

@@ -12,8 +12,7 @@ from decimal import Context, Decimal
 from .errors import PaymentChoiceError, UsageError
 
 DEFAULT_BUDGET_ATOMIC = 100_000_000   # 100 USDC, as upstream buy.py
-MAX_AUTH_COUNT = 1000
-PERMIT2_SAFE_AUTH_COUNT = 500         # Permit2 auths are bigger; the buyer's ConfigMap holds ≈537
+MAX_AUTH_COUNT = 1000                 # the most vouchers one run signs (each scheme may cap lower)
 DEFAULT_AUTH_TTL_SECONDS = 30 * 24 * 3600
 MIN_AUTH_TTL_SECONDS = 600
 MAX_SAFE_DEADLINE = 4294967295        # "never": the largest uint32, what upstream uses
@@ -74,13 +73,10 @@ def format_amount(atomic: int, decimals: int | None, symbol: str | None) -> str:
     return f"{text} {symbol} ({atomic} atomic)" if symbol else f"{text} ({atomic} atomic)"
 
 
-def auth_cap(transfer_method: str) -> int:
-    return PERMIT2_SAFE_AUTH_COUNT if transfer_method == "permit2" else MAX_AUTH_COUNT
-
-
 def auth_count(price: int, *, budget: int | None = None, count: int | None = None,
-               transfer_method: str = "eip3009") -> int:
+               cap: int = MAX_AUTH_COUNT) -> int:
     """How many vouchers to sign (§6 step 5): --count wins (capped), else budget // price (capped), ≥ 1.
+    `cap` is the payment scheme's `max_auths`.
 
     An explicit --budget is a promise: a count whose total exceeds it is a usage error, never a
     silent overspend.
@@ -88,7 +84,6 @@ def auth_count(price: int, *, budget: int | None = None, count: int | None = Non
     price = int(price)
     if price <= 0:
         raise PaymentChoiceError(f"the offer's price must be positive, got {price}")
-    cap = auth_cap(transfer_method)
     if count is not None:
         if int(count) < 1:
             raise UsageError(f"--count must be at least 1, got {count}")
@@ -118,5 +113,5 @@ def auth_expiry(ttl_text: str | None, now: int) -> int:
     return min(now + max(int(text), MIN_AUTH_TTL_SECONDS), MAX_SAFE_DEADLINE)
 
 
-__all__ = ["parse_money", "format_amount", "auth_count", "auth_cap", "auth_expiry",
-           "DEFAULT_BUDGET_ATOMIC", "MAX_AUTH_COUNT", "PERMIT2_SAFE_AUTH_COUNT", "MAX_SAFE_DEADLINE"]
+__all__ = ["parse_money", "format_amount", "auth_count", "auth_expiry",
+           "DEFAULT_BUDGET_ATOMIC", "MAX_AUTH_COUNT", "MAX_SAFE_DEADLINE"]

@@ -5,7 +5,7 @@ from typing import Any
 
 import requests
 
-from .errors import BuyerError, TransportError
+from .errors import X402BuyerError, TransportError
 from .http import send
 
 
@@ -19,15 +19,15 @@ class BuyerClient:
         url = f"{self.base_url}/status"
         resp = send(self.session, "GET", url, peer="x402-buyer", timeout=timeout)
         if resp.status_code != 200:
-            raise BuyerError(f"x402-buyer /status answered HTTP {resp.status_code}",
+            raise X402BuyerError(f"x402-buyer /status answered HTTP {resp.status_code}",
                              hint=f"check the x402-buyer at {self.base_url}")
         try:
             data = resp.json()
         except ValueError as exc:
-            raise BuyerError("x402-buyer /status did not answer JSON",
+            raise X402BuyerError("x402-buyer /status did not answer JSON",
                              hint=f"check the x402-buyer at {self.base_url}") from exc
         if not isinstance(data, dict):
-            raise BuyerError("x402-buyer /status is not a JSON object",
+            raise X402BuyerError("x402-buyer /status is not a JSON object",
                              hint=f"check the x402-buyer at {self.base_url}")
         return data
 
@@ -35,5 +35,5 @@ class BuyerClient:
         """The status, or None when the buyer cannot be asked (for display-only callers)."""
         try:
             return self.status()
-        except (BuyerError, TransportError):
+        except (X402BuyerError, TransportError):
             return None

@@ -12,7 +12,7 @@ import requests
 
 from .errors import ChainError
 from .http import send
-from .x402 import Chain
+from .offer import Chain
 
 RPC_TIMEOUT_S = 30.0
 SELECTOR_BALANCE_OF = "70a08231"

@@ -116,7 +116,7 @@ def build_parser() -> Parser:
 
     p = add("default", "default:run", "show, set or restore the agent's default model")
     dsub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
-    d = dsub.add_parser("show", help="the model Hermes uses now and where it came from")
+    d = dsub.add_parser("show", help="the model the agent uses now and where it came from")
     _json_flag(d)
     d = dsub.add_parser("set", help="adopt a model already selectable in LiteLLM, with the same guards")
     d.add_argument("model")

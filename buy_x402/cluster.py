@@ -17,7 +17,7 @@ from typing import Any
 import re
 
 from .errors import KubeApiError, PurchaseError, SellerError
-from .x402 import PaymentOption, PaymentRequired
+from .offer import PaymentOption, PaymentRequired
 
 PAY_PER_REQUEST = "buy.py pay {url} --type inference --message TEXT, or buy.py pay-agent {url} --message TEXT"
 

@@ -87,8 +87,8 @@ class WalletError(BuyError):
     code = "wallet"
 
 
-class BuyerError(BuyError):
-    """The x402-buyer is down or does not know the purchase."""
+class X402BuyerError(BuyError):
+    """The in-cluster x402-buyer is down or does not know the purchase."""
     code = "buyer"
 
 
@@ -107,9 +107,10 @@ class LiteLLMError(BuyError):
     code = "litellm"
 
 
-class HermesConfigError(BuyError):
-    """The Hermes config cannot be read or safely written."""
-    code = "hermes_config"
+class AgentConfigError(BuyError):
+    """The agent's config (the file its runtime reads), its lock or its adoption record cannot be
+    read or safely written."""
+    code = "agent_config"
 
 
 class NotReadyError(BuyError):
@@ -121,7 +122,7 @@ class NotReadyError(BuyError):
 class DefaultNotChanged(BuyError):
     """The agent's default model was not changed: a guard, the canary or the write refused.
 
-    `cause` is the underlying error; the Hermes config is byte-for-byte as before.
+    `cause` is the underlying error; the agent's config is byte-for-byte as before.
     """
     code = "default_not_changed"
     exit_code = ExitCode.DEFAULT_NOT_CHANGED

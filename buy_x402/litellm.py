@@ -1,4 +1,4 @@
-"""The agent's LiteLLM, seen the way Hermes sees it: is a model selectable, and does it answer?
+"""The agent's LiteLLM, seen the way the agent sees it: is a model selectable, and does it answer?
 
 Both checks run before the agent's default is switched (set-default steps 4 and 5). Any doubt is a
 refusal: unlike the upstream skill, an unreachable or failing LiteLLM never counts as "probably fine".
@@ -44,17 +44,19 @@ class LiteLLMClient:
             return send(self._session, method, url, peer="LiteLLM", timeout=timeout,
                         headers=self._headers(), **kwargs)
         except TransportError as exc:
-            raise LiteLLMError(exc.message, hint="check model.base_url in the Hermes config and that "
+            raise LiteLLMError(exc.message, hint="check model.base_url in the agent's config and that "
                                "LiteLLM is running", code="litellm_unreachable",
                                data={"url": url}) from exc
 
-    def _http_error(self, response: requests.Response, what: str) -> LiteLLMError:
+    def _http_error(self, response: requests.Response, what: str, *,
+                    code_override: str | None = None) -> LiteLLMError:
+        """`code_override` replaces the code the status implies (e.g. every failed canary is `canary_failed`)."""
         status = response.status_code
         if status == 402:
             hint = "the paid model could not pay the seller; check the purchase with `buy.py status NAME`"
             code = "litellm_payment"
         elif status in (401, 403):
-            hint = "model.api_key in the Hermes config is not accepted by LiteLLM"
+            hint = "model.api_key in the agent's config is not accepted by LiteLLM"
             code = "litellm_auth"
         elif status >= 500:
             hint = "LiteLLM or the model behind it failed; check its logs and retry"
@@ -64,7 +66,7 @@ class LiteLLMClient:
             code = "litellm_error"
         body = self._excerpt(response.text or "")
         return LiteLLMError(f"LiteLLM {what} answered HTTP {status}" + (f": {body}" if body else ""),
-                            hint=hint, code=code, data={"status": status, "url": response.url})
+                            hint=hint, code=code_override or code, data={"status": status, "url": response.url})
 
     def list_models(self) -> list[str]:
         """Model ids from GET /models. Raises LiteLLMError on any failure or unexpected shape."""
@@ -104,9 +106,7 @@ class LiteLLMClient:
                 "max_tokens": max_tokens}
         response = self._request("POST", "/chat/completions", timeout=timeout_s, json=body)
         if response.status_code != 200:
-            error = self._http_error(response, f"canary completion with {model}")
-            error.code = "canary_failed"
-            raise error
+            raise self._http_error(response, f"canary completion with {model}", code_override="canary_failed")
         try:
             payload = response.json()
         except ValueError:

@@ -19,7 +19,9 @@ import requests
 import urllib3
 
 from .errors import PaymentFailed, TransportError
-from .x402 import PaymentOption, PaymentRequired, decode_b64_json
+from .offer import PaymentOption, PaymentRequired
+from .schemes import SigningPlan
+from .x402 import decode_b64_json
 
 V2_REQUEST_HEADER = "PAYMENT-SIGNATURE"
 V1_REQUEST_HEADER = "X-PAYMENT"
@@ -86,16 +88,11 @@ def one_shot_expiry(option: PaymentOption, now: int, ttl_override: int | None = 
 
 
 def sign_voucher(signer, option: PaymentOption, *, wallet: str, valid_before: int,
-                 extensions: Mapping[str, Any] | None = None) -> dict:
+                 plan: SigningPlan | None = None, extensions: Mapping[str, Any] | None = None) -> dict:
     """ONE voucher for `option` through the remote signer, in `spec.preSignedAuths` form
     (`{id, payment: {x402Version: 2, accepted, payload, extensions?}}`)."""
-    if option.transfer_method == "permit2":
-        auths = signer.presign_permit2(option, address=wallet, count=1, deadline=valid_before,
-                                       extensions=dict(extensions) if extensions else None, workers=1)
-    else:
-        auths = signer.presign_erc3009(option, address=wallet, count=1, valid_before=valid_before,
-                                       extensions=dict(extensions) if extensions else None, workers=1)
-    return auths[0]
+    return signer.presign(option, address=wallet, count=1, deadline=valid_before, plan=plan,
+                          extensions=dict(extensions) if extensions else None, workers=1)[0]
 
 
 def _b64json(doc: dict) -> str:

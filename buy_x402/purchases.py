@@ -1,8 +1,9 @@
-"""PurchaseRequest logic without I/O: building the object, top-up pool math, readiness, auto-refill.
+"""PurchaseRequest logic without I/O: building the object, top-up pool math, readiness, list rows.
 
 The commands fetch the CR and the x402-buyer `/status` entry and pass them in as dicts; everything
 here returns dicts or small dataclasses, so every rule the cluster depends on is unit-testable.
-Field names follow obol-buy-x402.md §8 (CRD), §11 (`/status`), §13 (auto-refill) and §16 (`list --json`).
+Field names follow obol-buy-x402.md §8 (CRD), §11 (`/status`) and §16 (`list --json`); the
+auto-refill policy (§13) is in `refill.py`.
 """
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .errors import PaymentChoiceError, PurchaseError, SellerError, UsageError
-from .x402 import normalize_endpoint, resolve_chain, token_meta
+from . import schemes
+from .errors import PurchaseError, SellerError
+from .offer import chain_or_none, token_meta
+from .x402 import chat_url
 
 GROUP = "obol.org"
 VERSION = "v1alpha1"
@@ -21,11 +24,7 @@ KIND = "PurchaseRequest"
 API_VERSION = f"{GROUP}/{VERSION}"
 FINALIZER = "obol.org/purchase-finalizer"
 MAX_POOL = 2500             # CRD spec.count maximum
-MAX_REFILL_COUNT = 1000     # buy.py MAX_AUTH_COUNT: the largest batch one refill signs
-DEFAULT_REFILL_COUNT = 100
-REFILL_THRESHOLD_DIVISOR = 5
 NEVER_DEADLINE = 4294967295  # "never" expiry: not a real deadline, so not reported as the earliest
-CHAT_PATH = "/v1/chat/completions"
 
 # Controller conditions (§9) that will not heal by waiting: the wait reports them early.
 TERMINAL_REASONS = {
@@ -45,7 +44,22 @@ def alias_for(model_id: str) -> str:
 
 def chat_endpoint(url: str) -> str:
     """The `spec.endpoint` value: the normalized base plus the chat path the controller probes."""
-    return normalize_endpoint(url) + CHAT_PATH
+    return chat_url(url)
+
+
+def find(items: Iterable[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The PurchaseRequest `name` among `items`, or PurchaseError naming the ones that exist."""
+    items = list(items)
+    obj = next((o for o in items if (o.get("metadata") or {}).get("name") == name), None)
+    if obj is not None:
+        return obj
+    names = sorted(o["metadata"]["name"] for o in items)
+    if names:
+        raise PurchaseError(f"no purchase named {name!r}; existing purchases: {', '.join(names)}",
+                            hint="buy.py list", data={"name": name, "purchases": names})
+    raise PurchaseError(f"no purchase named {name!r}; there are no purchases in this namespace",
+                        hint="buy one: buy.py buy NAME --endpoint URL --model ID",
+                        data={"name": name, "purchases": []})
 
 
 def _eip712_domain(extra: dict[str, Any]) -> tuple[str, str]:
@@ -104,10 +118,16 @@ def build_purchase(name: str, namespace: str, *, endpoint: str, model: str, paym
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
-def active_tail(pool: list[dict[str, Any]], remaining: int) -> list[dict[str, Any]]:
-    """The auths the buyer has not spent yet: it consumes FIFO from the front, so the last `remaining`."""
-    remaining = int(remaining)
-    if remaining < 0 or remaining > len(pool):
+def active_tail(pool: list[dict[str, Any]], remaining: int | None, *, clamp: bool = False) -> list[dict[str, Any]]:
+    """The auths the buyer has not spent yet: it consumes FIFO from the front, so the last `remaining`.
+
+    A buyer count the pool cannot hold is an error before a write; `clamp` (for display and expiry
+    checks of a purchase in use) reads it as "all of them" or "none" instead.
+    """
+    remaining = int(remaining or 0)
+    if clamp:
+        remaining = max(0, min(remaining, len(pool)))
+    elif remaining < 0 or remaining > len(pool):
         raise PurchaseError(
             f"x402-buyer reports {remaining} unspent auths but the PurchaseRequest holds {len(pool)}",
             hint="the buyer and the PurchaseRequest disagree; wait for it to converge (`buy.py status NAME`)")
@@ -330,81 +350,10 @@ def failed_reason(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _threshold_default(count: int) -> int:
-    return 0 if count <= 1 else max(1, count // REFILL_THRESHOLD_DIVISOR)
-
-
-def resolve_auto_refill(*, auto_refill: bool | None, threshold: int | None, count: int | None,
-                        cost_cap: int | None, desired_count: int,
-                        existing: dict[str, Any] | None) -> dict[str, Any] | None:
-    """`spec.autoRefill` from the flags and the existing policy (§13.1); None means "no policy".
-
-    Deliberate fix: an explicit (or existing) threshold of 0 is honoured, where upstream's `or`
-    chain silently replaced it with the default.
-    """
-    existing = existing or None
-    if threshold is not None and threshold < 0:
-        raise UsageError(f"--refill-threshold must be 0 or more (got {threshold})")
-    if count is not None and not 1 <= count <= MAX_REFILL_COUNT:
-        raise UsageError(f"--refill-count must be between 1 and {MAX_REFILL_COUNT} (got {count})")
-    if cost_cap is not None and cost_cap <= 0:
-        raise UsageError(f"--cost-cap must be greater than 0 (got {cost_cap})")
-    existing_enabled = bool(existing and existing.get("enabled"))
-    if cost_cap is not None and (auto_refill is False or (
-            auto_refill is None and threshold is None and count is None and not existing_enabled)):
-        raise UsageError("--cost-cap requires --auto-refill because it only applies to future auto-refill",
-                         hint="add --auto-refill, or drop --cost-cap")
-    if auto_refill is None and threshold is None and count is None and cost_cap is None:
-        return dict(existing) if existing else None
-    enabled = auto_refill if auto_refill is not None else (
-        existing_enabled or threshold is not None or count is not None)
-    if not enabled:
-        return {"enabled": False}
-    prev = existing or {}
-    final_count = count or prev.get("count") or desired_count or DEFAULT_REFILL_COUNT
-    if not 1 <= int(final_count) <= MAX_REFILL_COUNT:
-        raise UsageError(
-            f"auto-refill count must be between 1 and {MAX_REFILL_COUNT} (would be {final_count}, "
-            f"the pool size)", hint=f"pass --refill-count N with N from 1 to {MAX_REFILL_COUNT}")
-    if threshold is not None:
-        final_threshold = threshold
-    elif prev.get("threshold") is not None:
-        final_threshold = int(prev["threshold"])
-    else:
-        final_threshold = _threshold_default(desired_count or int(final_count))
-    policy: dict[str, Any] = {"enabled": True, "threshold": int(final_threshold), "count": int(final_count)}
-    cap = str(cost_cap) if cost_cap is not None else prev.get("maxUnitPrice")
-    if cap:
-        policy["maxUnitPrice"] = str(cap)
-    return policy
-
-
-@dataclass(frozen=True)
-class RefillPlan:
-    refill: bool
-    count: int
-    reason: str
-
-
-def plan_refill(live_remaining: int, policy: dict[str, Any] | None) -> RefillPlan:
-    """Whether `process` should sign more now (§13.2 step 1), with the reason it prints."""
-    if not policy or not policy.get("enabled"):
-        return RefillPlan(False, 0, "auto-refill disabled")
-    count = int(policy.get("count") or 0)
-    if count <= 0:
-        return RefillPlan(False, 0, "auto-refill count is not configured")
-    threshold = int(policy.get("threshold") or 0)
-    if live_remaining > threshold:
-        return RefillPlan(False, 0, f"remaining {live_remaining} above threshold {threshold}")
-    return RefillPlan(True, count, f"remaining {live_remaining} at or below threshold {threshold}")
-
-
 def auth_deadline(auth: dict[str, Any]) -> int | None:
-    """When an auth stops being payable: EIP-3009 validBefore, Permit2 deadline, or legacy flat field."""
+    """When an auth stops being payable: its payment scheme's deadline, or the legacy flat field."""
     payload = ((auth.get("payment") or {}).get("payload")) or {}
-    for value in ((payload.get("authorization") or {}).get("validBefore"),
-                  (payload.get("permit2Authorization") or {}).get("deadline"),
-                  auth.get("validBefore")):
+    for value in (schemes.deadline_of(payload), auth.get("validBefore")):
         if value not in (None, ""):
             try:
                 return int(value)
@@ -447,15 +396,10 @@ def list_row(obj: dict[str, Any], live_entry: dict[str, Any] | None, *,
     remaining = int(remaining or 0)
     spent = live.get("spent") if live.get("spent") is not None else status.get("spent")
     total_signed = status.get("totalSigned")
-    active = pool[len(pool) - min(remaining, len(pool)):] if remaining else []
-    expired, _ = pool_expiry(active, time.time() if now is None else now)
+    expired, _ = pool_expiry(active_tail(pool, remaining, clamp=True), time.time() if now is None else now)
     symbol, decimals = payment.get("assetSymbol"), payment.get("assetDecimals")
     if symbol is None or decimals is None:
-        try:
-            chain = resolve_chain(payment.get("network"))
-        except PaymentChoiceError:
-            chain = None
-        known_symbol, known_decimals = token_meta(chain, payment.get("asset"), None)
+        known_symbol, known_decimals = token_meta(chain_or_none(payment.get("network")), payment.get("asset"), None)
         symbol = known_symbol if symbol is None else symbol
         decimals = known_decimals if decimals is None else decimals
     return {

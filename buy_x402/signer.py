@@ -12,10 +12,11 @@ from typing import Callable
 
 import requests
 
-from . import signing
+from . import schemes
 from .errors import SignerError
 from .http import send
-from .x402 import PaymentOption
+from .offer import PaymentOption
+from .schemes import SigningPlan
 
 SIGN_TIMEOUT_S = 30.0
 KEYS_TIMEOUT_S = 10.0
@@ -109,34 +110,18 @@ class SignerClient:
                 raise
         return [r for r in results if r is not None]
 
-    def presign_erc3009(self, option: PaymentOption, *, address: str, count: int, valid_before: int,
-                        extensions: dict | None = None, on_progress: Progress | None = None,
-                        workers: int = 8) -> list[dict]:
-        """`count` ERC-3009 vouchers for `option`, each with a fresh nonce, in `spec.preSignedAuths` form."""
-        echoed = signing.echo_extensions(extensions)
+    def presign(self, option: PaymentOption, *, address: str, count: int, deadline: int,
+                plan: SigningPlan | None = None, extensions: dict | None = None,
+                on_progress: Progress | None = None, workers: int = 8) -> list[dict]:
+        """`count` vouchers for `option`, signed by `address` as its payment scheme says, each with a
+        fresh nonce, in `spec.preSignedAuths` form. `plan` is what the scheme's pre-flight returned."""
+        scheme = schemes.of(option)
+        echoed = schemes.echo_extensions(extensions)
+        plan = plan or SigningPlan()
 
-        def one(_: int) -> dict:
-            typed = signing.transfer_with_authorization(option, signer=address, nonce=signing.new_nonce(),
-                                                        valid_before=valid_before)
-            return signing.auth_object(option, typed, self.sign_typed_data(address, typed), extensions=echoed)
-        return self._batch(count, one, on_progress, workers)
-
-    def presign_permit2(self, option: PaymentOption, *, address: str, count: int, deadline: int,
-                        permit_nonce_base: int | None = None, extensions: dict | None = None,
-                        on_progress: Progress | None = None, workers: int = 8) -> list[dict]:
-        """`count` Permit2 vouchers; with `permit_nonce_base` (the token's EIP-2612 `nonces(owner)`),
-        voucher i also carries an EIP-2612 permit with nonce base+i (gas-sponsored approval)."""
-        echoed = signing.echo_extensions(extensions) or {}
-
-        def one(i: int) -> dict:
-            typed = signing.permit2_witness_transfer(option, signer=address, nonce=signing.new_permit2_nonce(),
-                                                     deadline=deadline)
-            signature = self.sign_typed_data(address, typed)
-            extra = dict(echoed)
-            if permit_nonce_base is not None:
-                permit = signing.eip2612_permit(option, owner=address, nonce=permit_nonce_base + i, deadline=deadline)
-                extra.update(signing.eip2612_extension(permit, self.sign_typed_data(address, permit)))
-            return signing.auth_object(option, typed, signature, payer=address, extensions=extra or None)
+        def one(index: int) -> dict:
+            return scheme.sign(self.sign_typed_data, option, payer=address, deadline=deadline, index=index,
+                               plan=plan, extensions=echoed)
         return self._batch(count, one, on_progress, workers)
 
 

@@ -1,29 +1,33 @@
-"""x402 payment requirements: endpoint normalisation, chains, tokens, 402 parsing, option choice.
+"""x402 payment requirements: endpoint normalisation, 402 parsing, the probe, option choice.
 
 A v2 seller (the reference SDK) puts its requirements only in the base64 `PAYMENT-REQUIRED` header
 and answers `{}` as the body; v1 sellers put them in the JSON body; Obol sellers do both. All are read
-into the same `PaymentRequired`, keeping each option's fields as the seller wrote them (the voucher
-must echo them), and keeping the JSON body as it came (`body`), since the in-cluster buyer reads only
-that. An Obol seller advertises each option twice, under the CAIP-2 network and its legacy alias;
-options that differ only in how the network is spelled are one option here (the first spelling kept).
+into the same `offer.PaymentRequired`, keeping each option's fields as the seller wrote them (the
+voucher must echo them), and keeping the JSON body as it came (`body`), since the in-cluster buyer
+reads only that; the payment scheme of each option is the one its extras select (`schemes`). An Obol
+seller advertises each option twice, under the CAIP-2 network and its legacy alias; options that
+differ only in how the network is spelled are one option here (the first spelling kept).
 """
 from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from . import schemes
 from .amounts import format_amount
 from .errors import BuyError, PaymentChoiceError, SellerError
 from .http import send
+from .offer import PaymentOption, PaymentRequired, chain_or_none, resolve_chain, token_meta
 
 BODY_PREVIEW_BYTES = 200
 PROBE_TIMEOUT_S = 15.0
 PAYMENT_REQUIRED_HEADER = "payment-required"
+CHAT_PATH = "/v1/chat/completions"   # where an inference offer takes requests, below its base URL
 
 
 # ---------------------------------------------------------------------------------------- endpoints
@@ -31,7 +35,7 @@ PAYMENT_REQUIRED_HEADER = "payment-required"
 def normalize_endpoint(url: str) -> str:
     """The seller's base URL: what the PurchaseRequest stores and the buyer appends paths to."""
     url = url.strip().rstrip("/")
-    for suffix in ("/v1/chat/completions", "/chat/completions"):
+    for suffix in (CHAT_PATH, "/chat/completions"):
         if url.endswith(suffix):
             url = url[: -len(suffix)].rstrip("/")
             break
@@ -43,129 +47,9 @@ def normalize_endpoint(url: str) -> str:
     return url
 
 
-# ------------------------------------------------------------------------------------------- chains
-
-@dataclass(frozen=True)
-class Chain:
-    name: str
-    chain_id: int
-    usdc: str | None
-
-    @property
-    def caip2(self) -> str:
-        return f"eip155:{self.chain_id}"
-
-
-CHAINS: dict[str, Chain] = {c.name: c for c in (
-    Chain("mainnet", 1, "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"),
-    Chain("base", 8453, "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"),
-    Chain("base-sepolia", 84532, "0x036CbD53842c5426634e7929541eC2318f3dCF7e"),
-    Chain("sepolia", 11155111, None),
-    Chain("hoodi", 560048, None),
-)}
-CHAIN_ALIASES = {"ethereum": "mainnet", "eth": "mainnet",
-                 **{c.caip2: c.name for c in CHAINS.values()}}
-
-
-def supported_chains() -> str:
-    return ", ".join(sorted(CHAINS))
-
-
-def resolve_chain(text: str | None) -> Chain:
-    """A chain by name, alias or CAIP-2 id; unknown is an error, never a silent default."""
-    key = (text or "").strip().lower()
-    chain = CHAINS.get(CHAIN_ALIASES.get(key, key))
-    if chain is None:
-        raise PaymentChoiceError(f"Unknown chain {text!r}. Supported: {supported_chains()}",
-                                 data={"chain": text, "supported": sorted(CHAINS)})
-    return chain
-
-
-def _try_chain(text: str | None) -> Chain | None:
-    try:
-        return resolve_chain(text)
-    except PaymentChoiceError:
-        return None
-
-
-# ------------------------------------------------------------------------------------------- tokens
-
-OBOL_MAINNET = "0x0B010000b7624eb9B3DfBC279673C76E9D29D5F7"
-KNOWN_TOKENS: dict[str, dict[str, tuple[str, int]]] = {
-    "mainnet": {CHAINS["mainnet"].usdc.lower(): ("USDC", 6), OBOL_MAINNET.lower(): ("OBOL", 18)},
-    "base": {CHAINS["base"].usdc.lower(): ("USDC", 6)},
-    "base-sepolia": {CHAINS["base-sepolia"].usdc.lower(): ("USDC", 6)},
-}
-
-
-def is_canonical_usdc(chain: Chain | None, asset: str | None) -> bool:
-    return bool(chain and chain.usdc and asset and chain.usdc.lower() == asset.lower())
-
-
-def token_meta(chain: Chain | None, asset: str | None, extra: Mapping[str, Any] | None) -> tuple[str | None, int | None]:
-    """(symbol, decimals) of a payment asset, or (None, None) when it cannot be trusted.
-
-    Known addresses win. A seller's `extra.name` is only believed for "Obol Network" (OBOL, 18), as
-    upstream does. A token that merely calls itself "USDC" at an address that is not the chain's
-    canonical USDC stays unknown: guessing 6 decimals for it could mis-scale a budget by 10^12.
-    """
-    if chain is not None and asset:
-        known = KNOWN_TOKENS.get(chain.name, {}).get(asset.lower())
-        if known:
-            return known
-    name = str((extra or {}).get("name") or "")
-    if name == "Obol Network":
-        return "OBOL", 18
-    if name in ("USDC", "USD Coin") and is_canonical_usdc(chain, asset):
-        return "USDC", 6
-    return None, None
-
-
-# ------------------------------------------------------------------------------------ requirements
-
-@dataclass
-class PaymentOption:
-    """One `accepts[]` entry. `network` is kept exactly as the seller wrote it; `chain` is None for
-    networks this skill cannot pay on (listed, never chosen)."""
-    index: int
-    scheme: str
-    network: str
-    chain: Chain | None
-    amount: int
-    asset: str
-    pay_to: str
-    max_timeout_seconds: int = 60
-    extra: dict = field(default_factory=dict)
-    transfer_method: str = "eip3009"
-    symbol: str | None = None
-    decimals: int | None = None
-    raw: dict = field(default_factory=dict)
-    also_as: list[str] = field(default_factory=list)   # the same option advertised under other network spellings
-
-    @property
-    def payable(self) -> bool:
-        return self.chain is not None and self.scheme == "exact"
-
-    def price_text(self) -> str:
-        return format_amount(self.amount, self.decimals, self.symbol)
-
-    def describe(self) -> str:
-        where = self.chain.name if self.chain else f"{self.network} (unsupported network)"
-        scheme = "" if self.scheme == "exact" else f", scheme {self.scheme} (unsupported)"
-        token = self.symbol or f"token {self.asset}"
-        return f"[{self.index}] {self.price_text()} per request in {token} on {where} via {self.transfer_method}{scheme}"
-
-
-@dataclass
-class PaymentRequired:
-    x402_version: int
-    accepts: list[PaymentOption]
-    resource: Any = None
-    extensions: dict | None = None
-    source: str = "header"
-    raw: dict = field(default_factory=dict)
-    error: str | None = None
-    body: dict | None = None   # the 402's JSON body when it is an object, whatever `source` is
+def chat_url(url: str) -> str:
+    """The chat completions URL of an inference offer: its normalized base plus CHAT_PATH."""
+    return normalize_endpoint(url) + CHAT_PATH
 
 
 def _preview(body: bytes | str | None) -> str:
@@ -227,7 +111,7 @@ def _parse_option(index: int, entry: Any) -> PaymentOption:
                           "of atomic units")
     extra = entry.get("extra") if isinstance(entry.get("extra"), dict) else {}
     network = str(entry["network"])
-    chain = _try_chain(network)
+    chain = chain_or_none(network)
     symbol, decimals = token_meta(chain, str(entry["asset"]), extra)
     try:
         timeout = int(entry.get("maxTimeoutSeconds") or 60)
@@ -236,7 +120,7 @@ def _parse_option(index: int, entry: Any) -> PaymentOption:
     return PaymentOption(
         index=index, scheme=str(entry.get("scheme") or "exact"), network=network, chain=chain,
         amount=amount, asset=str(entry["asset"]), pay_to=str(entry["payTo"]), max_timeout_seconds=timeout,
-        extra=dict(extra), transfer_method="permit2" if extra.get("assetTransferMethod") == "permit2" else "eip3009",
+        extra=dict(extra), transfer_method=schemes.for_extra(extra).name,
         symbol=symbol, decimals=decimals, raw=dict(entry))
 
 
@@ -307,7 +191,7 @@ def probe(session: requests.Session, endpoint: str, model_id: str | None, *, kin
           method: str | None = None, timeout: float = PROBE_TIMEOUT_S) -> PaymentRequired:
     """Ask the seller its price: an unpaid request that must come back 402. Redirects are not followed."""
     if kind in ("inference", "agent"):
-        url = normalize_endpoint(endpoint) + "/v1/chat/completions"
+        url = chat_url(endpoint)
         body = {"model": model_id or "test", "messages": [{"role": "user", "content": "ping"}]}
         response = send(session, method or "POST", url, peer="seller", timeout=timeout, json=body)
     elif kind == "http":
@@ -323,10 +207,8 @@ def probe(session: requests.Session, endpoint: str, model_id: str | None, *, kin
     try:
         return parse_payment_required(response.status_code, response.headers, response.content)
     except SellerError as exc:
-        exc.message = f"{url}: {exc.message}"
-        exc.args = (exc.message,)
-        exc.data.setdefault("url", url)
-        raise
+        raise SellerError(f"{url}: {exc.message}", hint=exc.hint, code=exc.code,
+                          data={"url": url, **exc.data}) from exc
 
 
 # ----------------------------------------------------------------------------------- option choice
@@ -403,6 +285,29 @@ def choose_option(accepts: list[PaymentOption], *, index: int | None = None, tok
     return Choice(payable[0], f"first payable of {len(accepts)} options", listing)
 
 
-__all__ = ["normalize_endpoint", "Chain", "CHAINS", "resolve_chain", "supported_chains", "token_meta",
-           "is_canonical_usdc", "KNOWN_TOKENS", "PaymentOption", "PaymentRequired", "parse_payment_required",
-           "probe", "Choice", "choose_option", "option_listing"]
+# ------------------------------------------------------------------------------------- JSON views
+
+def option_view(option: PaymentOption) -> dict[str, Any]:
+    """One option as the JSON output pins it (camelCase, atomic amounts as strings), with the EIP-712
+    domain a voucher for it would be signed with (None when it cannot be paid)."""
+    return {
+        "index": option.index, "scheme": option.scheme, "network": option.network,
+        "chain": option.chain.name if option.chain else None,
+        "chainId": option.chain.chain_id if option.chain else None,
+        "payable": option.payable,
+        "price": {"atomic": str(option.amount), "display": option.price_text(), "symbol": option.symbol,
+                  "decimals": option.decimals},
+        "asset": option.asset, "payTo": option.pay_to, "transferMethod": option.transfer_method,
+        "signingDomain": schemes.of(option).domain(option) if option.chain is not None else None,
+        "maxTimeoutSeconds": option.max_timeout_seconds, "extra": option.extra,
+    }
+
+
+def offer_view(offer: PaymentRequired) -> dict[str, Any]:
+    return {"x402Version": offer.x402_version, "source": offer.source, "resource": offer.resource,
+            "sellerMessage": offer.error, "extensions": sorted(offer.extensions or {}),
+            "options": [option_view(o) for o in offer.accepts]}
+
+
+__all__ = ["normalize_endpoint", "chat_url", "CHAT_PATH", "decode_b64_json", "parse_payment_required", "probe",
+           "Choice", "choose_option", "option_listing", "option_view", "offer_view"]

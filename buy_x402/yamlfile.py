@@ -1,6 +1,6 @@
 """Crash-safe file replacement and secret-safe YAML parsing for the files the skill edits.
 
-Both the Hermes config (it holds the LiteLLM key) and the state record are replaced the same way:
+Both the agent's config (it holds the LiteLLM key) and the adoption record are replaced the same way:
 a temp file in the same directory, the original mode and owner, fsync of the file, `os.replace`,
 fsync of the directory. A reader therefore sees the old file or the new one, never half of one,
 and a crash leaves no stray temp file behind.
@@ -38,7 +38,7 @@ def parse_yaml(raw: bytes) -> Any:
 
 
 def dump_yaml(data: Any) -> bytes:
-    """Block style, key order kept, like Hermes' own writer (comments cannot survive PyYAML)."""
+    """Block style, key order kept, like the agent runtime's own writer (comments cannot survive PyYAML)."""
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
     return text.encode("utf-8")
 

@@ -15,9 +15,8 @@ import time
 import requests
 
 from . import config
-from .__main__ import down, up
 from .parts.chain import token_balance
-from .stack import REPO, Stack, log
+from .stack import REPO, Stack, down, log, up
 
 
 class DemoFailed(RuntimeError):

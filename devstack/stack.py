@@ -1,4 +1,5 @@
-"""Process bookkeeping for the devstack: free ports, spawning with logs and PID files, readiness.
+"""The devstack's life cycle and its process bookkeeping: `up`/`down` of the parts, free ports,
+spawning with logs and PID files, readiness.
 
 Every part module (`devstack/parts/<name>.py`) exposes `up(stack: Stack) -> None`; it starts its
 processes with `stack.spawn`, waits until they answer, and records what others need in `stack.info`
@@ -6,6 +7,7 @@ processes with `stack.spawn`, waits until they answer, and records what others n
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -206,3 +208,50 @@ def _shell_unquote(value: str) -> str:
 
 def log(msg: str) -> None:
     print(f"devstack: {msg}", file=sys.stderr, flush=True)
+
+
+# Dependency order: each part may read what earlier parts put into stack.info.
+PARTS = ["kube", "chain", "signer", "seller", "foreign", "upstream", "buyer", "litellm", "controller", "hermes"]
+
+
+def up(directory: str, parts: list[str] | None = None) -> Stack:
+    """Start `parts` (default: all, in order); a healthy stack already there is reused. Whenever it
+    starts processes it starts from an empty DIR: no state of an earlier run survives."""
+    stack = Stack(directory)
+    if stack.load() and healthy(stack):
+        log(f"already up; env: {stack.dir / 'env'}")
+        return stack
+    stack.stop_all()
+    stack = Stack(directory)
+    stack.start_clean()  # nothing from an earlier run (buyer state, etcd, files) leaks into this one
+    log(f"starting in {stack.dir} (logs: {stack.logs})")
+    stack.env.update(DEVSTACK_DIR=str(stack.dir))
+    started = time.monotonic()
+    try:
+        for name in parts or PARTS:
+            t0 = time.monotonic()
+            importlib.import_module(f"devstack.parts.{name}").up(stack)
+            stack.info.setdefault("parts", []).append(name)
+            log(f"{name} up in {time.monotonic() - t0:.1f} s")
+            stack.save()
+    except BaseException:
+        stack.stop_all()
+        raise
+    stack.info["ready"] = True
+    stack.save()
+    log(f"stack up in {time.monotonic() - started:.1f} s; source {stack.dir / 'env'}")
+    return stack
+
+
+def healthy(stack: Stack) -> bool:
+    if not stack.info.get("ready"):
+        return False
+    names = [p.stem for p in stack.pids.glob("*.pid")] if stack.pids.is_dir() else []
+    return bool(names) and all(stack.alive(n) for n in names)
+
+
+def down(directory: str) -> None:
+    stack = Stack(directory)
+    stopped = stack.stop_all()
+    (stack.dir / "stack.json").unlink(missing_ok=True)
+    log(f"stopped {', '.join(stopped) or 'nothing'}")

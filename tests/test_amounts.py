@@ -6,6 +6,7 @@ import pytest
 from buy_x402.amounts import (DEFAULT_BUDGET_ATOMIC, MAX_SAFE_DEADLINE, auth_count, auth_expiry, format_amount,
                               parse_money)
 from buy_x402.errors import PaymentChoiceError, UsageError
+from buy_x402.schemes.permit2 import SCHEME as PERMIT2
 
 NOW = 1_800_000_000
 
@@ -87,7 +88,7 @@ def test_format_amount(atomic, decimals, symbol, text):
 def test_auth_count_default_budget():
     assert auth_count(1_000_000) == DEFAULT_BUDGET_ATOMIC // 1_000_000 == 100
     assert auth_count(10_000) == 1000  # 10 000 affordable, capped
-    assert auth_count(10_000, transfer_method="permit2") == 500
+    assert auth_count(10_000, cap=PERMIT2.max_auths) == 500
     assert auth_count(DEFAULT_BUDGET_ATOMIC * 10) == 1  # never zero
 
 
@@ -95,7 +96,7 @@ def test_auth_count_budget_and_count():
     assert auth_count(10_000, budget=55_000) == 5
     assert auth_count(10_000, count=7) == 7
     assert auth_count(10_000, count=5000) == 1000
-    assert auth_count(10_000, count=5000, transfer_method="permit2") == 500
+    assert auth_count(10_000, count=5000, cap=PERMIT2.max_auths) == 500
     assert auth_count(10_000, count=5, budget=50_000) == 5
 
 

@@ -111,8 +111,8 @@ def place_by_hand(stack, name: str, model: str, auto_refill: dict | None = None)
     offered = x402.probe(session, url, model)
     option = offered.accepts[0]
     signer = SignerClient(session, settings.remote_signer_url)
-    auths = signer.presign_erc3009(option, address=stack.info["signer"]["address"], count=1,
-                                   valid_before=int(time.time()) + 86400, extensions=offered.extensions)
+    auths = signer.presign(option, address=stack.info["signer"]["address"], count=1,
+                           deadline=int(time.time()) + 86400, extensions=offered.extensions)
     payment = purchases.build_payment_spec(option, chain_name=option.chain.name, symbol=option.symbol,
                                            decimals=option.decimals)
     kube = KubeClient.from_settings(settings)

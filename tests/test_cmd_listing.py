@@ -10,10 +10,9 @@ import json
 
 import pytest
 
-from tests.conftest import run_buy, stack_env
-from tests.helpers import cost_cap_schema
-from tests.test_cmd_process import (CAPPED, closed_port, config_bytes, ensure_purchase, hermes_default, kube,
-                                    live, settled)
+from conftest import run_buy, stack_env
+from helpers import (CAPPED, closed_port, config_bytes, cost_cap_schema, ensure_purchase, hermes_default, kube,
+                     live, settled)
 
 # The exact keys `obol model status` on the host reads from `list --json` (obol-buy-x402.md §16).
 LIST_JSON_FIELDS = {"name", "alias", "model", "remaining", "spent", "totalSigned", "expired", "price", "chain",

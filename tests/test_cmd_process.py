@@ -12,25 +12,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-import requests
 
-from buy_x402 import settings as settings_mod
-from buy_x402.errors import KubeApiError
-from buy_x402.kube import KubeClient
-from tests.conftest import run_buy, stack_env
-from tests.helpers import cost_cap_schema, drained_wallet, usdc_balance
+from conftest import run_buy, stack_env
+from helpers import (CAPPED, DRIFTED, closed_port, config_bytes, cost_cap_schema, drained_wallet, drift_purchase,
+                     ensure_purchase, hermes_default, kube, live, offer, ready_for_its_generation,
+                     seller_quotes_the_spec, settled, spend, spend_to, usdc_balance, wait)
 
 REFILL = "refill-llama"
-CAPPED = "capped-mistral"
 GUARDED = "guard-gemma"
-DRIFTED = "drift-refill"
 BUYER_DOWN_MESSAGE = "x402-buyer status is unavailable; cannot make safe refill decisions."
 
 
@@ -42,110 +37,7 @@ def cost_caps_kept(stack):
         yield
 
 
-def kube(stack) -> KubeClient:
-    return KubeClient.from_settings(settings_mod.load(stack_env(stack)))
-
-
-def offer(stack, model: str) -> dict:
-    return next(o for o in stack.info["seller"]["offers"] if o["model"] == model)
-
-
-def live(stack) -> dict:
-    return requests.get(stack.env["X402_BUYER_URL"] + "/status", timeout=5).json()
-
-
-def wait(predicate, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def ensure_purchase(stack, name: str, model: str, *flags: str) -> dict:
-    """The purchase `name` of `model`, bought once per session (the listing tests share it)."""
-    try:
-        return kube(stack).get(name)
-    except KubeApiError as err:
-        assert err.reason == "NotFound", err
-    res = run_buy(["buy", name, "--endpoint", offer(stack, model)["url"], "--model", model, *flags],
-                  stack_env(stack))
-    assert res.returncode == 0, res.stderr
-    wait(lambda: name in live(stack), what=f"{name} live in the buyer")
-    return kube(stack).get(name)
-
-
-def settled(stack, name: str) -> dict:
-    """The PurchaseRequest once it is Ready for its generation and its status counters equal the buyer's,
-    so nothing writes it again until its spec changes or vouchers are spent. The controller copies the
-    buyer's counters only when an event makes it reconcile (it does not poll), so a stale status gets
-    one: an annotation change, which is not a new generation."""
-    poked = {"at": 0.0}
-
-    def check():
-        obj, entry = kube(stack).get(name), live(stack).get(name)
-        if entry is None or not _ready_for_its_generation(obj):
-            return None
-        if (obj["status"].get("remaining"), obj["status"].get("spent")) == (entry["remaining"], entry["spent"]):
-            return obj
-        if time.monotonic() - poked["at"] > 2:
-            poked["at"] = time.monotonic()
-            obj["metadata"].setdefault("annotations", {})["test/settle"] = str(time.time())
-            try:
-                kube(stack).replace(obj)
-            except KubeApiError as err:
-                assert err.reason == "Conflict", err
-        return None
-    return wait(check, what=f"{name} Ready with the buyer's counters")
-
-
-def spend(stack, model: str, n: int) -> None:
-    """Spend `n` vouchers: paid chats through the buyer, as LiteLLM would send them; the seller's balance
-    on anvil must move by exactly its current price × n."""
-    url = offer(stack, model)["url"] + "/v1/chat/completions"
-    price = int(requests.post(url, json={"model": model, "messages": []}, timeout=10).json()["accepts"][0]["amount"])
-    pay_to = stack.info["seller"]["pay_to"]
-    before = usdc_balance(stack, pay_to)
-    for _ in range(n):
-        resp = requests.post(stack.env["X402_BUYER_URL"] + "/v1/chat/completions", timeout=60,
-                             json={"model": f"paid/{model}", "messages": [{"role": "user", "content": "hi"}]})
-        assert resp.status_code == 200, resp.text
-    assert usdc_balance(stack, pay_to) - before == price * n
-
-
-def spend_to(stack, name: str, model: str, remaining: int) -> None:
-    have = live(stack)[name]["remaining"]
-    assert have >= remaining, f"{name} has only {have} vouchers left"
-    spend(stack, model, have - remaining)
-    assert live(stack)[name]["remaining"] == remaining
-
-
-def config_bytes(stack) -> bytes:
-    return (Path(stack.env["HERMES_HOME"]) / "config.yaml").read_bytes()
-
-
-def hermes_default(stack) -> str:
-    res = subprocess.run([stack.env["HERMES_BIN"], "config", "get", "model.default"], capture_output=True,
-                         text=True, timeout=60, env=stack_env(stack))
-    assert res.returncode == 0, res.stderr
-    return res.stdout.strip().splitlines()[-1].strip()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ------------------------------------------------------------------------------------ auto-refill
-
-def test_process_needs_a_name_or_all(stack):
-    res = run_buy(["process"], stack_env(stack))
-    assert res.returncode == 2
-    assert "give one purchase NAME or --all" in res.stderr
-
 
 def test_auto_refill_tops_up_at_the_threshold_and_not_above(stack):
     env = stack_env(stack)
@@ -218,24 +110,6 @@ def test_price_above_the_cost_cap_skips_the_refill_with_its_reason(stack):
     assert data["purchases"][0]["reason"].startswith("seller price 0.0015 USDC (1500 atomic) exceeds cost cap")
 
 
-def _ready_for_its_generation(obj: dict) -> bool:
-    ready = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
-    return ready.get("status") == "True" and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
-
-
-def drift_purchase(stack) -> tuple[dict, Path]:
-    """The purchase of the `drift` offer, whose price the test sets through a file the seller reads."""
-    obj = ensure_purchase(stack, DRIFTED, "drift-model", "--count", "2", "--auto-refill", "--refill-threshold", "1",
-                          "--refill-count", "2", "--cost-cap", "0.002 USDC")
-    return obj, Path(offer(stack, "drift-model")["price_file"])
-
-
-def seller_quotes_the_spec(stack) -> None:
-    """Leave the drift seller quoting what the purchase expects, so the controller stays Ready."""
-    _, price_file = drift_purchase(stack)
-    price_file.write_text(kube(stack).get(DRIFTED)["spec"]["payment"]["price"])
-
-
 def test_a_moved_seller_price_is_capped_then_followed_and_written_to_the_spec(stack):
     env = stack_env(stack)
     _, price_file = drift_purchase(stack)
@@ -270,7 +144,7 @@ def test_a_moved_seller_price_is_capped_then_followed_and_written_to_the_spec(st
         assert [a["payment"]["payload"]["authorization"]["value"] for a in pool] == ["1500", "1500"]
         assert all(a["payment"]["accepted"]["amount"] == "1500" for a in pool)
         # The controller re-probes the seller for the new generation and finds the price it expects.
-        wait(lambda: _ready_for_its_generation(kube(stack).get(DRIFTED)), what="Ready for the refilled spec")
+        wait(lambda: ready_for_its_generation(kube(stack).get(DRIFTED)), what="Ready for the refilled spec")
         wait(lambda: live(stack)[DRIFTED]["remaining"] == 2, what="the refilled pool to go live")
         # And the cluster can spend it: a paid call settles the new price (spend checks 1 × 1500 on chain).
         spend(stack, "drift-model", 1)
@@ -290,7 +164,7 @@ def _set_refill_threshold(stack, threshold: int) -> dict:
         obj["spec"]["preSignedAuths"] = obj["spec"]["preSignedAuths"][len(obj["spec"]["preSignedAuths"]) - remaining:]
         obj["spec"]["count"] = len(obj["spec"]["preSignedAuths"])
         kube(stack).replace(obj)
-    wait(lambda: _ready_for_its_generation(kube(stack).get(DRIFTED)), what="Ready for the new threshold")
+    wait(lambda: ready_for_its_generation(kube(stack).get(DRIFTED)), what="Ready for the new threshold")
     return settled(stack, DRIFTED)
 
 

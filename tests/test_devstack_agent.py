@@ -17,8 +17,7 @@ import requests
 import yaml
 
 from devstack import config
-from devstack.__main__ import down, up
-from devstack.stack import Stack
+from devstack.stack import Stack, down, up
 
 PAID = "paid/qwen3.6-35b"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from devstack.__main__ import down, up
+from devstack.stack import down, up
 
 ASSET = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
 PAY_TO = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"

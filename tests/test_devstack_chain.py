@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from devstack import config
-from devstack.__main__ import down, up
+from devstack.stack import down, up
 from devstack.parts.chain import rpc, token_balance
 
 TRANSFER_TYPES = {

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from devstack.__main__ import down, up
-from devstack.stack import PartFailed
+from devstack.stack import PartFailed, down, up
+
+pytestmark = pytest.mark.stack  # starts a devstack part
 
 
 def test_a_second_up_in_the_same_directory_keeps_nothing_of_the_first(tmp_path):

@@ -20,7 +20,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 
 from devstack import config
-from devstack.__main__ import down, up
+from devstack.stack import down, up
 
 PARTS = ["kube", "chain", "signer", "seller", "foreign", "buyer", "controller"]
 PR_PATH = "/apis/obol.org/v1alpha1/namespaces/{ns}/purchaserequests"

@@ -1,4 +1,5 @@
-"""The Hermes boundary against the real Hermes CLI (hermes-agent 0.19.0) and a tmp HERMES_HOME.
+"""The Hermes runtime and the adoption transaction against the real Hermes CLI (hermes-agent 0.19.0)
+and a tmp HERMES_HOME.
 
 Every write is judged the way the agent would judge it: the real `hermes config get` and Hermes'
 own loader (in the Hermes venv, in a subprocess) must read the new model, and everything else in
@@ -18,8 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from buy_x402 import hermes, statefile
-from buy_x402.errors import HermesConfigError, UsageError
+from buy_x402.adoption import DefaultSwitch
+from buy_x402.agent.configfile import Snapshot
+from buy_x402.agent.hermes import HermesRuntime
+from buy_x402.agent.runtime import WriteResult
+from buy_x402.errors import AgentConfigError, UsageError
 from buy_x402.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,18 +77,24 @@ def make_home(tmp_path: Path, text: str = OBOL_CONFIG, mode: int = 0o600) -> Pat
 
 
 def settings_for(home: Path, user_home: Path, **kw) -> Settings:
-    kw.setdefault("hermes_bin", str(HERMES_BIN))
-    return Settings(hermes_home=str(home), home=str(user_home), **kw)
+    kw.setdefault("agent_cli", str(HERMES_BIN))
+    return Settings(agent_home=str(home), home=str(user_home), **kw)
 
 
-def adopt(settings: Settings, model: str, *, timeout_s: float = 30) -> hermes.WriteResult:
-    cfg = hermes.resolve_config(settings)
-    with hermes.config_lock(cfg):
-        before = hermes.read_snapshot(cfg)
-        result = hermes.write_default(cfg, before, model, hermes_bin=settings.hermes_bin,
-                                      timeout_s=timeout_s)
-        hermes.verify_write(cfg, before, model)
-    return result
+def runtime(settings: Settings, *, timeout_s: float = 30) -> HermesRuntime:
+    return HermesRuntime(settings, cli_timeout_s=timeout_s)
+
+
+def adopt(settings: Settings, model: str, *, timeout_s: float = 30) -> WriteResult:
+    """One switch of model.default through the transaction (lock, pre-flight, write, verify, put back)."""
+    rt = runtime(settings, timeout_s=timeout_s)
+    cfg = rt.resolve()
+    with rt.lock(cfg):
+        return DefaultSwitch(rt, cfg, rt.preflight(cfg)).write(model)
+
+
+def current(rt: HermesRuntime, cfg) -> str | None:
+    return rt.current_default(rt.read(cfg))
 
 
 def hermes_env(home: Path, user_home: Path) -> dict[str, str]:
@@ -165,7 +175,7 @@ def test_fallback_writer_is_verified(tmp_path, user_home, mode, writer):
         "hangs": script(tmp_path, "hang.sh", "#!/bin/sh\nsleep 30\n"),
     }
     started = time.monotonic()
-    result = adopt(settings_for(home, user_home, hermes_bin=bins[writer]), NEW_MODEL, timeout_s=1)
+    result = adopt(settings_for(home, user_home, agent_cli=bins[writer]), NEW_MODEL, timeout_s=1)
     assert time.monotonic() - started < 10  # the hung CLI was killed, not waited for
     assert result.method == "fallback"
     reason = {"unset": "no Hermes CLI", "missing": "does not exist", "exits-1": "exited 1: boom",
@@ -179,7 +189,7 @@ def test_fallback_writer_is_verified(tmp_path, user_home, mode, writer):
 def test_plain_string_model_becomes_a_mapping(tmp_path, user_home, use_cli):
     text = "model: qwen3.5:9b\nterminal:\n  backend: local\n"
     home = make_home(tmp_path, text)
-    settings = settings_for(home, user_home, hermes_bin=str(HERMES_BIN) if use_cli else None)
+    settings = settings_for(home, user_home, agent_cli=str(HERMES_BIN) if use_cli else None)
     result = adopt(settings, NEW_MODEL)
     assert result.method == ("hermes-cli" if use_cli else "fallback")
     assert yaml.safe_load((home / "config.yaml").read_text())["model"] == {"default": NEW_MODEL}
@@ -195,8 +205,8 @@ def test_symlinked_config_keeps_the_link(tmp_path, user_home, use_cli):
     target = target_dir / "config.yaml"
     (home / "config.yaml").rename(target)
     (home / "config.yaml").symlink_to(target)
-    settings = settings_for(home, user_home, hermes_bin=str(HERMES_BIN) if use_cli else None)
-    assert hermes.resolve_config(settings).path == target.resolve()
+    settings = settings_for(home, user_home, agent_cli=str(HERMES_BIN) if use_cli else None)
+    assert runtime(settings).resolve().path == target.resolve()
     adopt(settings, NEW_MODEL)
     assert (home / "config.yaml").is_symlink()
     assert os.readlink(home / "config.yaml") == str(target)
@@ -212,7 +222,7 @@ def test_active_profile_writes_the_profile_config_only(tmp_path, user_home):
     (profile / "config.yaml").write_text(OBOL_CONFIG)
     (profile / "config.yaml").chmod(0o600)
     (home / "active_profile").write_text("work\n")
-    cfg = hermes.resolve_config(settings_for(home, user_home))
+    cfg = runtime(settings_for(home, user_home)).resolve()
     assert (cfg.profile, cfg.profile_home, cfg.path) == ("work", profile, profile / "config.yaml")
     assert adopt(settings_for(home, user_home), NEW_MODEL).method == "hermes-cli"
     assert (home / "config.yaml").read_bytes() == root_bytes
@@ -224,20 +234,20 @@ def test_active_profile_writes_the_profile_config_only(tmp_path, user_home):
 def test_missing_or_invalid_profile_is_refused(tmp_path, user_home):
     home = make_home(tmp_path)
     (home / "active_profile").write_text("work\n")
-    with pytest.raises(HermesConfigError) as err:
-        hermes.resolve_config(settings_for(home, user_home))
+    with pytest.raises(AgentConfigError) as err:
+        runtime(settings_for(home, user_home)).resolve()
     assert err.value.code == "missing_profile" and "hermes profile create work" in err.value.hint
     (home / "active_profile").write_text("../etc\n")
-    with pytest.raises(HermesConfigError) as err:
-        hermes.resolve_config(settings_for(home, user_home))
+    with pytest.raises(AgentConfigError) as err:
+        runtime(settings_for(home, user_home)).resolve()
     assert err.value.code == "bad_profile"
 
 
 # --- refusals leave the file exactly as it was ------------------------------------------------
 
-def refuse(settings: Settings, config: Path) -> HermesConfigError:
+def refuse(settings: Settings, config: Path) -> AgentConfigError:
     before = config.read_bytes()
-    with pytest.raises(HermesConfigError) as err:
+    with pytest.raises(AgentConfigError) as err:
         adopt(settings, NEW_MODEL)
     assert config.read_bytes() == before
     assert_no_secret(err.value)
@@ -247,7 +257,7 @@ def refuse(settings: Settings, config: Path) -> HermesConfigError:
 @pytest.mark.parametrize("how", ["settings", "marker", "profile-marker"])
 def test_managed_mode_is_refused(tmp_path, user_home, how):
     home = make_home(tmp_path)
-    settings = settings_for(home, user_home, hermes_managed=(how == "settings"))
+    settings = settings_for(home, user_home, agent_managed=(how == "settings"))
     if how == "marker":
         (home / ".managed").touch()
     if how == "profile-marker":
@@ -255,7 +265,7 @@ def test_managed_mode_is_refused(tmp_path, user_home, how):
         (home / "profiles" / "work" / "config.yaml").write_text(OBOL_CONFIG)
         (home / "active_profile").write_text("work")
         (home / "profiles" / "work" / ".managed").touch()
-    config = hermes.resolve_config(settings).path
+    config = runtime(settings).resolve().path
     error = refuse(settings, config)
     assert error.code == "managed"
     assert "HERMES_MANAGED" in error.message and ".managed" in error.message
@@ -264,12 +274,12 @@ def test_managed_mode_is_refused(tmp_path, user_home, how):
 
 def test_write_default_never_falls_back_around_managed(tmp_path, user_home):
     home = make_home(tmp_path)
-    cfg = hermes.resolve_config(settings_for(home, user_home))
-    before = hermes.read_snapshot(cfg)
+    cfg = runtime(settings_for(home, user_home)).resolve()
+    before = runtime(settings_for(home, user_home)).preflight(cfg)
     (home / ".managed").touch()
-    managed = hermes.resolve_config(settings_for(home, user_home))
-    with pytest.raises(HermesConfigError) as err:
-        hermes.write_default(managed, before, NEW_MODEL, hermes_bin=None)
+    rt = runtime(settings_for(home, user_home, agent_cli=None))
+    with pytest.raises(AgentConfigError) as err:
+        rt.write_default(rt.resolve(), before, NEW_MODEL)
     assert err.value.code == "managed"
     assert (home / "config.yaml").read_bytes() == before.raw
 
@@ -292,7 +302,7 @@ def test_bad_config_is_refused(tmp_path, user_home, text, code, words):
 def test_missing_config_is_refused(tmp_path, user_home):
     home = tmp_path / "empty-home"
     home.mkdir()
-    with pytest.raises(HermesConfigError) as err:
+    with pytest.raises(AgentConfigError) as err:
         adopt(settings_for(home, user_home), NEW_MODEL)
     assert err.value.code == "config_missing"
     assert not (home / "config.yaml").exists()
@@ -302,19 +312,19 @@ def test_missing_config_is_refused(tmp_path, user_home):
                                    "a${HOME}b", "paid/x\n"])
 def test_values_hermes_would_coerce_are_refused(value):
     with pytest.raises(UsageError):
-        hermes.check_model_value(value)
+        HermesRuntime(Settings()).check_model_name(value)
 
 
 @pytest.mark.parametrize("value", ["paid/qwen3.5:9b", "-dash", "1e5", "paid/AEON-7/Qwen3.6-35B"])
 def test_ordinary_values_pass(value):
-    hermes.check_model_value(value)
+    HermesRuntime(Settings()).check_model_name(value)
 
 
 def test_exit_zero_without_writing_is_caught_and_restored(tmp_path, user_home):
     home = make_home(tmp_path)
     fake = script(tmp_path, "noop.sh", "#!/bin/sh\necho '✓ Set model.default'\nexit 0\n")
     config = home / "config.yaml"
-    error = refuse(settings_for(home, user_home, hermes_bin=fake), config)
+    error = refuse(settings_for(home, user_home, agent_cli=fake), config)
     assert error.code == "write_not_verified"
     assert "model.default is 'qwen3.5:9b'" in error.message
 
@@ -342,8 +352,9 @@ def test_writer_that_changes_more_is_undone_exactly(tmp_path, user_home, change,
     home = make_home(tmp_path)
     fake = script(tmp_path, "writer.py", WRITER.format(python=sys.executable, change=change, after=after))
     config = home / "config.yaml"
-    error = refuse(settings_for(home, user_home, hermes_bin=fake), config)
+    error = refuse(settings_for(home, user_home, agent_cli=fake), config)
     assert error.code == "write_not_verified" and named in error.message
+    assert "the original file was put back unchanged" in error.message
     assert "sk-other" not in error.message
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
 
@@ -351,7 +362,7 @@ def test_writer_that_changes_more_is_undone_exactly(tmp_path, user_home, change,
 def test_api_key_never_appears_in_cli_output_excerpts(tmp_path, user_home):
     home = make_home(tmp_path)
     fake = script(tmp_path, "leak.sh", f"#!/bin/sh\necho 'key {SECRET} rejected' >&2\nexit 3\n")
-    result = adopt(settings_for(home, user_home, hermes_bin=fake), NEW_MODEL)
+    result = adopt(settings_for(home, user_home, agent_cli=fake), NEW_MODEL)
     assert result.method == "fallback" and "exited 3" in result.detail
     assert SECRET not in result.detail
 
@@ -362,17 +373,17 @@ def test_concurrent_writers_serialise_through_the_lock(tmp_path, user_home):
     worker = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
-        from buy_x402 import hermes
+        from buy_x402.adoption import DefaultSwitch
+        from buy_x402.agent.hermes import HermesRuntime
         from buy_x402.settings import Settings
         model, log = sys.argv[1], sys.argv[2]
-        settings = Settings(hermes_home={str(home)!r}, home={str(user_home)!r}, hermes_bin=None)
-        cfg = hermes.resolve_config(settings)
-        with hermes.config_lock(cfg):
+        rt = HermesRuntime(Settings(agent_home={str(home)!r}, home={str(user_home)!r}, agent_cli=None))
+        cfg = rt.resolve()
+        with rt.lock(cfg):
             open(log, "a").write("start " + model + "\\n")
-            before = hermes.read_snapshot(cfg)
+            switch = DefaultSwitch(rt, cfg, rt.preflight(cfg))
             time.sleep(0.4)
-            hermes.write_default(cfg, before, model, hermes_bin=None)
-            hermes.verify_write(cfg, before, model)
+            switch.write(model)
             open(log, "a").write("end " + model + "\\n")
     """)
     procs = [subprocess.Popen([sys.executable, "-c", worker, model, str(log)])
@@ -386,51 +397,54 @@ def test_concurrent_writers_serialise_through_the_lock(tmp_path, user_home):
     assert yaml.safe_load((home / "config.yaml").read_text())["model"]["default"] == second
 
 
-# --- the adoption record ---------------------------------------------------------------------
+# --- the adoption record and the transaction --------------------------------------------------
 
 def test_state_records_pending_applied_and_unwinds_in_order(tmp_path, user_home):
     home = make_home(tmp_path)
-    settings = settings_for(home, user_home, hermes_bin=None)
-    cfg = hermes.resolve_config(settings)
-    assert statefile.last_adoption(cfg) is None
+    settings = settings_for(home, user_home, agent_cli=None)
+    rt = runtime(settings)
+    cfg = rt.resolve()
+    record = rt.record(cfg)
+    assert record.last(current(rt, cfg)) is None
 
-    statefile.record_pending(cfg, adopted="paid/a", previous="qwen3.5:9b", purchase="a",
-                             at="2026-01-01T00:00:00+00:00")
-    assert statefile.last_adoption(cfg) is None  # pending, and the switch has not happened
+    record.record_pending(adopted="paid/a", previous="qwen3.5:9b", purchase="a", at="2026-01-01T00:00:00+00:00")
+    assert record.last(current(rt, cfg)) is None  # pending, and the switch has not happened
     adopt(settings, "paid/a")
-    assert statefile.last_adoption(cfg)["adopted"] == "paid/a"  # died after the switch: still found
-    statefile.mark_applied(cfg)
-    statefile.record_pending(cfg, adopted="paid/b", previous="paid/a", purchase="b", at="t2")
+    assert record.last(current(rt, cfg))["adopted"] == "paid/a"  # died after the switch: still found
+    record.mark_applied()
+    record.record_pending(adopted="paid/b", previous="paid/a", purchase="b", at="t2")
     adopt(settings, "paid/b")
-    statefile.mark_applied(cfg)
+    record.mark_applied()
 
-    state_file = statefile.state_path(cfg)
+    state_file = record.path
+    assert state_file == cfg.profile_home / "buy-x402" / "state.json"
     assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(state_file.parent.stat().st_mode) == 0o700
     history = json.loads(state_file.read_text())["history"]
     assert [(h["adopted"], h["previous"], h["status"]) for h in history] == [
         ("paid/a", "qwen3.5:9b", "applied"), ("paid/b", "paid/a", "applied")]
 
-    last = statefile.last_adoption(cfg)
+    last = record.last(current(rt, cfg))
     adopt(settings, last["previous"])
-    assert statefile.pop_adoption(cfg, last)["adopted"] == "paid/b"
-    last = statefile.last_adoption(cfg)
+    assert record.pop(last)["adopted"] == "paid/b"
+    last = record.last(current(rt, cfg))
     assert last["previous"] == "qwen3.5:9b"
     adopt(settings, last["previous"])
-    assert statefile.pop_adoption(cfg)["adopted"] == "paid/a"
-    assert statefile.last_adoption(cfg) is None
-    with pytest.raises(HermesConfigError) as err:
-        statefile.pop_adoption(cfg)
+    assert record.pop(last)["adopted"] == "paid/a"
+    assert record.last(current(rt, cfg)) is None
+    with pytest.raises(AgentConfigError) as err:
+        record.pop(last)
     assert err.value.code == "nothing_to_restore"
 
 
 def test_dropped_pending_leaves_history_true(tmp_path, user_home):
     home = make_home(tmp_path)
-    cfg = hermes.resolve_config(settings_for(home, user_home))
-    statefile.record_pending(cfg, adopted="paid/a", previous="qwen3.5:9b", purchase="a")
-    statefile.drop_pending(cfg)
-    statefile.record_event(cfg, "default_changed_elsewhere", seen="other/model")
-    state = statefile.read_state(cfg)
+    rt = runtime(settings_for(home, user_home))
+    record = rt.record(rt.resolve())
+    record.record_pending(adopted="paid/a", previous="qwen3.5:9b", purchase="a")
+    record.drop_pending()
+    record.note("default_changed_elsewhere", seen="other/model")
+    state = record.read()
     assert state["history"] == []
     assert state["events"][0]["kind"] == "default_changed_elsewhere"
     assert state["events"][0]["seen"] == "other/model"
@@ -439,39 +453,78 @@ def test_dropped_pending_leaves_history_true(tmp_path, user_home):
 def test_pop_after_a_crash_after_the_switch(tmp_path, user_home):
     """The process died after the switch: the pending entry is what a restore undoes."""
     home = make_home(tmp_path)
-    settings = settings_for(home, user_home, hermes_bin=None)
-    cfg = hermes.resolve_config(settings)
-    statefile.record_pending(cfg, adopted="paid/a", previous="qwen3.5:9b", purchase="a")
+    settings = settings_for(home, user_home, agent_cli=None)
+    rt = runtime(settings)
+    cfg = rt.resolve()
+    record = rt.record(cfg)
+    record.record_pending(adopted="paid/a", previous="qwen3.5:9b", purchase="a")
     adopt(settings, "paid/a")
-    last = statefile.last_adoption(cfg)
+    last = record.last(current(rt, cfg))
     assert (last["adopted"], last["status"]) == ("paid/a", "pending")
     adopt(settings, last["previous"])
-    assert statefile.pop_adoption(cfg)["adopted"] == "paid/a"
-    assert statefile.read_state(cfg)["history"] == []
+    assert record.pop(last)["adopted"] == "paid/a"
+    assert record.read()["history"] == []
 
 
 @pytest.mark.parametrize("content", ["{not json", "[]", '{"version": 1, "history": "x"}'])
 def test_corrupt_state_is_an_error_not_a_reset(tmp_path, user_home, content):
     home = make_home(tmp_path)
-    cfg = hermes.resolve_config(settings_for(home, user_home))
-    path = statefile.state_path(cfg)
-    path.parent.mkdir(parents=True)
-    path.write_text(content)
-    for call in (lambda: statefile.last_adoption(cfg),
-                 lambda: statefile.record_pending(cfg, adopted="paid/a", previous="x", purchase="a")):
-        with pytest.raises(HermesConfigError) as err:
+    rt = runtime(settings_for(home, user_home))
+    record = rt.record(rt.resolve())
+    record.path.parent.mkdir(parents=True)
+    record.path.write_text(content)
+    for call in (lambda: record.last("qwen3.5:9b"),
+                 lambda: record.record_pending(adopted="paid/a", previous="x", purchase="a")):
+        with pytest.raises(AgentConfigError) as err:
             call()
         assert err.value.code == "state_corrupt"
-    assert path.read_text() == content
+    assert record.path.read_text() == content
+
+
+def test_a_switch_adopts_and_undoes_with_its_record_in_step(tmp_path, user_home):
+    home = make_home(tmp_path)
+    rt = runtime(settings_for(home, user_home, agent_cli=None))
+    cfg = rt.resolve()
+    with rt.lock(cfg):
+        write = DefaultSwitch(rt, cfg, rt.preflight(cfg)).adopt(NEW_MODEL, purchase="q", at="t1")
+    assert write.method == "fallback" and current(rt, cfg) == NEW_MODEL
+    [entry] = rt.record(cfg).read()["history"]
+    assert (entry["adopted"], entry["previous"], entry["purchase"], entry["status"]) == \
+        (NEW_MODEL, "qwen3.5:9b", "q", "applied")
+    with rt.lock(cfg):
+        switch = DefaultSwitch(rt, cfg, rt.preflight(cfg))
+        assert switch.last_adoption()["adopted"] == NEW_MODEL
+        switch.undo(switch.last_adoption())
+    assert current(rt, cfg) == "qwen3.5:9b" and rt.record(cfg).read()["history"] == []
+    assert yaml.safe_load((home / "config.yaml").read_text()) == yaml.safe_load(OBOL_CONFIG)
+
+
+def test_a_failed_switch_puts_the_bytes_back_and_leaves_no_record(tmp_path, user_home):
+    """A CLI that exits 0 without writing: the read-back refuses, the pending record is dropped."""
+    home = make_home(tmp_path)
+    fake = script(tmp_path, "noop.sh", "#!/bin/sh\necho '✓ Set model.default'\nexit 0\n")
+    rt = runtime(settings_for(home, user_home, agent_cli=fake))
+    cfg = rt.resolve()
+    before = (home / "config.yaml").read_bytes()
+    with rt.lock(cfg), pytest.raises(AgentConfigError) as err:
+        DefaultSwitch(rt, cfg, rt.preflight(cfg)).adopt(NEW_MODEL, purchase="q", at="t1")
+    assert err.value.code == "write_not_verified"
+    assert (home / "config.yaml").read_bytes() == before
+    assert rt.record(cfg).read()["history"] == []
+
+
+def snap(data: dict) -> Snapshot:
+    return Snapshot(raw=b"", mode=0o600, uid=0, gid=0, data=data)
 
 
 def test_current_model_and_endpoint():
+    rt = HermesRuntime(Settings())
     data = yaml.safe_load(OBOL_CONFIG)
-    assert hermes.current_model(data) == "qwen3.5:9b"
-    assert hermes.litellm_endpoint(data) == ("http://litellm:4000/v1", SECRET)
-    assert hermes.current_model({"model": "plain"}) == "plain"
-    assert hermes.current_model({"model": {"model": "alias"}}) == "alias"
-    assert hermes.litellm_endpoint({"model": "plain"}) == (None, None)
+    assert rt.current_default(snap(data)) == "qwen3.5:9b"
+    assert rt.model_endpoint(snap(data)) == ("http://litellm:4000/v1", SECRET)
+    assert rt.current_default(snap({"model": "plain"})) == "plain"
+    assert rt.current_default(snap({"model": {"model": "alias"}})) == "alias"
+    assert rt.model_endpoint(snap({"model": "plain"})) == (None, None)
 
 
 @needs_hermes
@@ -488,18 +541,13 @@ def test_cli_refusal_of_a_pinned_key_is_never_written_around(tmp_path, user_home
 
 
 def test_missing_home_directory_is_refused(tmp_path, user_home):
-    with pytest.raises(HermesConfigError) as err:
+    with pytest.raises(AgentConfigError) as err:
         adopt(settings_for(tmp_path / "nowhere", user_home), NEW_MODEL)
     assert err.value.code == "config_missing"
 
 
 def test_lock_is_opened_when_made_so_callers_can_refuse_before_with(tmp_path, user_home):
-    cfg = hermes.resolve_config(settings_for(tmp_path / "nowhere", user_home))
-    with pytest.raises(HermesConfigError) as err:
-        hermes.config_lock(cfg)
+    rt = runtime(settings_for(tmp_path / "nowhere", user_home))
+    with pytest.raises(AgentConfigError) as err:
+        rt.lock(rt.resolve())
     assert err.value.code == "config_missing"
-
-
-def test_state_functions_are_reachable_through_the_hermes_module():
-    assert hermes.record_pending is statefile.record_pending
-    assert hermes.pop_adoption is statefile.pop_adoption

@@ -15,8 +15,8 @@ import pytest
 from buy_x402 import settings as settings_mod
 from buy_x402.errors import KubeApiError, NotReadyError, TransportError
 from buy_x402.kube import KubeClient, WaitTimeout, load_config
-from devstack.__main__ import down, up
 from devstack.parts import kube as kube_part
+from devstack.stack import down, up
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import yaml
 
 from conftest import run_buy, stack_env
 from devstack import config
-from helpers import (agent_chat, buyer_status, config_path, cost_cap_schema, file_state, kube_get, litellm_chat,
-                     offer, usdc_balance)
+from helpers import (DRIFTED, agent_chat, buyer_status, config_path, cost_cap_schema, drift_purchase, file_state,
+                     kube_get, litellm_chat, offer, seller_quotes_the_spec, usdc_balance)
 
 MODEL = "deepseek-v4-pro"
 ALIAS = f"paid/{MODEL}"
@@ -174,20 +174,7 @@ def broken_llm():
         server.shutdown()
 
 
-def test_refuses_in_managed_mode(stack, tmp_path):
-    home = tmp_home(stack, tmp_path)
-    assert "managed" in refused(stack, home, ALIAS, HERMES_MANAGED="1")["message"]
-    (home / ".managed").write_text("")
-    assert "managed" in refused(stack, home, ALIAS)["message"]
-
-
-@pytest.mark.parametrize("text,words", [("model: [unclosed\n  default: x", "YAML"),
-                                        ("- a\n- b\n", "mapping"),
-                                        ("model: 42\n", "model")])
-def test_refuses_a_config_it_cannot_safely_edit(stack, tmp_path, text, words):
-    home = tmp_home(stack, tmp_path, text=text)
-    assert words in refused(stack, home, ALIAS)["message"]
-
+# Managed mode and a config it cannot safely edit are refused before LiteLLM is asked: test_cli.py.
 
 def test_refuses_when_litellm_is_unreachable(stack, tmp_path):
     home = tmp_home(stack, tmp_path, base_url="http://127.0.0.1:9/v1")
@@ -228,7 +215,6 @@ def test_refuses_when_the_canary_fails_on_an_empty_pool(stack, tmp_path):
 
 
 def test_refuses_when_the_canary_fails_on_a_failing_seller(stack, tmp_path):
-    from tests.test_cmd_process import DRIFTED, drift_purchase, seller_quotes_the_spec
     with cost_cap_schema(stack):  # the shared drift purchase is bought with a cost cap
         _, price_file = drift_purchase(stack)
     seller_quotes_the_spec(stack)

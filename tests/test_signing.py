@@ -1,5 +1,5 @@
-"""EIP-712 typed data: signed with eth-account, recovered, and checked with the x402 SDK's own verifiers;
-pre-signing through a real (tiny, threaded) remote signer over HTTP."""
+"""The payment schemes' EIP-712 typed data: signed with eth-account, recovered, and checked with the x402
+SDK's own verifiers; pre-signing through a real (tiny, threaded) remote signer over HTTP."""
 from __future__ import annotations
 
 import json
@@ -15,9 +15,10 @@ from x402.mechanisms.evm.exact.permit2_utils import _build_permit2_typed_data
 from x402.mechanisms.evm.types import ExactEIP3009Payload, ExactPermit2Payload
 from x402.mechanisms.evm.verify import _hash_typed_data, verify_eoa_signature
 
-from buy_x402 import signing
+from buy_x402 import schemes
 from buy_x402.errors import SignerError
 from buy_x402.http import make_session
+from buy_x402.schemes import SigningPlan, echo_extensions, eip3009, permit2
 from buy_x402.signer import SignerClient, normalize_signature
 from buy_x402.x402 import parse_payment_required
 
@@ -58,7 +59,7 @@ def recover(typed: dict, signature: str) -> str:
 ])
 def test_eip3009_domain(overrides, name, version):
     opt = option(**overrides)
-    assert signing.eip3009_domain(opt) == {"name": name, "version": version, "chainId": opt.chain.chain_id,
+    assert eip3009.SCHEME.domain(opt) == {"name": name, "version": version, "chainId": opt.chain.chain_id,
                                            "verifyingContract": opt.asset}
 
 
@@ -66,15 +67,15 @@ def test_eip3009_domain(overrides, name, version):
 
 def test_transfer_with_authorization_recovers_and_passes_the_sdk_verifier():
     opt = option()
-    nonce = signing.new_nonce()
-    typed = signing.transfer_with_authorization(opt, signer=ACCOUNT.address, nonce=nonce, valid_before=DEADLINE)
+    nonce = eip3009.new_nonce()
+    typed = eip3009.SCHEME.typed_data(opt, payer=ACCOUNT.address, nonce=nonce, deadline=DEADLINE)
     assert typed["message"] == {"from": ACCOUNT.address, "to": PAY_TO, "value": "10000", "validAfter": "0",
                                 "validBefore": str(DEADLINE), "nonce": nonce}
     assert re.fullmatch(r"0x[0-9a-f]{64}", nonce)
     signature = sign(typed)
     assert recover(typed, signature) == ACCOUNT.address
 
-    auth = signing.auth_object(opt, typed, signature)
+    auth = eip3009.SCHEME.auth_object(opt, typed, signature)
     assert auth["id"] == nonce
     payment = auth["payment"]
     assert payment["x402Version"] == 2 and "extensions" not in payment
@@ -93,9 +94,9 @@ def test_transfer_with_authorization_recovers_and_passes_the_sdk_verifier():
 
 def test_accepted_network_is_kept_as_the_seller_wrote_it():
     opt = option(network="base-sepolia")
-    typed = signing.transfer_with_authorization(opt, signer=ACCOUNT.address, nonce=signing.new_nonce(), valid_before=1)
+    typed = eip3009.SCHEME.typed_data(opt, payer=ACCOUNT.address, nonce=eip3009.new_nonce(), deadline=1)
     assert typed["domain"]["chainId"] == 84532
-    assert signing.auth_object(opt, typed, "0x")["payment"]["accepted"]["network"] == "base-sepolia"
+    assert eip3009.SCHEME.auth_object(opt, typed, "0x")["payment"]["accepted"]["network"] == "base-sepolia"
 
 
 # ------------------------------------------------------------------------------------------ Permit2
@@ -103,18 +104,18 @@ def test_accepted_network_is_kept_as_the_seller_wrote_it():
 def test_permit2_witness_transfer_matches_the_sdk_and_recovers():
     opt = option(network="eip155:1", asset="0x0B010000b7624eb9B3DfBC279673C76E9D29D5F7", amount="5",
                  extra={"name": "Obol Network", "assetTransferMethod": "permit2"})
-    nonce = signing.new_permit2_nonce()
-    typed = signing.permit2_witness_transfer(opt, signer=ACCOUNT.address, nonce=nonce, deadline=DEADLINE)
-    assert typed["domain"] == {"name": "Permit2", "chainId": 1, "verifyingContract": signing.PERMIT2_ADDRESS}
-    assert typed["message"]["spender"] == signing.X402_EXACT_PERMIT2_PROXY
+    nonce = permit2.new_nonce()
+    typed = permit2.SCHEME.typed_data(opt, payer=ACCOUNT.address, nonce=nonce, deadline=DEADLINE)
+    assert typed["domain"] == {"name": "Permit2", "chainId": 1, "verifyingContract": permit2.PERMIT2_ADDRESS}
+    assert typed["message"]["spender"] == permit2.X402_EXACT_PERMIT2_PROXY
     signature = sign(typed)
     assert recover(typed, signature) == ACCOUNT.address
 
-    auth = signing.auth_object(opt, typed, signature, payer=ACCOUNT.address)
+    auth = permit2.SCHEME.auth_object(opt, typed, signature, payer=ACCOUNT.address)
     assert auth["id"] == str(nonce)
     permit = auth["payment"]["payload"]["permit2Authorization"]
     assert permit == {"permitted": {"token": opt.asset, "amount": "5"}, "from": ACCOUNT.address,
-                      "spender": signing.X402_EXACT_PERMIT2_PROXY, "nonce": str(nonce), "deadline": str(DEADLINE),
+                      "spender": permit2.X402_EXACT_PERMIT2_PROXY, "nonce": str(nonce), "deadline": str(DEADLINE),
                       "witness": {"to": PAY_TO, "validAfter": "0"}}
     # The SDK's own Permit2 typed data from the stored payload → same digest → our signer recovered.
     sdk = ExactPermit2Payload.from_dict(auth["payment"]["payload"])
@@ -124,40 +125,40 @@ def test_permit2_witness_transfer_matches_the_sdk_and_recovers():
 
 def test_permit2_auth_needs_the_payer():
     opt = option(extra={"assetTransferMethod": "permit2"})
-    typed = signing.permit2_witness_transfer(opt, signer=ACCOUNT.address, nonce=1, deadline=DEADLINE)
+    typed = permit2.SCHEME.typed_data(opt, payer=ACCOUNT.address, nonce=1, deadline=DEADLINE)
     with pytest.raises(ValueError, match="needs the payer"):
-        signing.auth_object(opt, typed, "0x")
+        permit2.SCHEME.auth_object(opt, typed, "0x", payer="")
 
 
 def test_eip2612_permit_recovers_and_makes_the_sdk_extension():
     opt = option(extra={"name": "USDC", "version": "2", "assetTransferMethod": "permit2"})
-    typed = signing.eip2612_permit(opt, owner=ACCOUNT.address, nonce=7, deadline=DEADLINE)
+    typed = permit2.eip2612_permit(opt, owner=ACCOUNT.address, nonce=7, deadline=DEADLINE)
     assert typed["domain"] == {"name": "USDC", "version": "2", "chainId": 84532, "verifyingContract": USDC_BASE_SEPOLIA}
-    assert typed["message"] == {"owner": ACCOUNT.address, "spender": signing.PERMIT2_ADDRESS, "value": "10000",
+    assert typed["message"] == {"owner": ACCOUNT.address, "spender": permit2.PERMIT2_ADDRESS, "value": "10000",
                                 "nonce": "7", "deadline": str(DEADLINE)}
     signature = sign(typed)
     assert recover(typed, signature) == ACCOUNT.address
-    ext = signing.eip2612_extension(typed, signature)
+    ext = permit2.eip2612_extension(typed, signature)
     # The field set of x402's Eip2612GasSponsoringInfo.to_dict() (its package needs jsonschema to import).
     assert ext == {"eip2612GasSponsoring": {"info": {
-        "from": ACCOUNT.address, "asset": USDC_BASE_SEPOLIA, "spender": signing.PERMIT2_ADDRESS, "amount": "10000",
+        "from": ACCOUNT.address, "asset": USDC_BASE_SEPOLIA, "spender": permit2.PERMIT2_ADDRESS, "amount": "10000",
         "nonce": "7", "deadline": str(DEADLINE), "signature": signature, "version": "1"}}}
 
 
 def test_echo_extensions_keeps_only_info():
     source = {"bazaar": {"info": {"input": {"body": {"messages": []}}}, "schema": {"big": True}},
               "noinfo": {"schema": {}}, "scalar": 3}
-    echoed = signing.echo_extensions(source)
+    echoed = echo_extensions(source)
     assert echoed == {"bazaar": {"info": {"input": {"body": {"messages": []}}}}}
     echoed["bazaar"]["info"]["input"]["body"]["messages"].append(1)
     assert source["bazaar"]["info"]["input"]["body"]["messages"] == []  # a deep copy
-    assert signing.echo_extensions({"x": {"schema": {}}}) is None
-    assert signing.echo_extensions(None) is None
+    assert echo_extensions({"x": {"schema": {}}}) is None
+    assert echo_extensions(None) is None
 
 
 def test_nonces_are_fresh():
-    assert len({signing.new_nonce() for _ in range(200)}) == 200
-    assert len({signing.new_permit2_nonce() for _ in range(200)}) == 200
+    assert len({eip3009.new_nonce() for _ in range(200)}) == 200
+    assert len({permit2.new_nonce() for _ in range(200)}) == 200
 
 
 def test_normalize_signature_v():
@@ -239,7 +240,7 @@ def test_address_and_no_keys(signer_url):
 
 
 def test_sign_typed_data_errors_carry_the_signer_code(signer_url):
-    typed = signing.transfer_with_authorization(option(), signer=PAY_TO, nonce=signing.new_nonce(), valid_before=1)
+    typed = eip3009.SCHEME.typed_data(option(), payer=PAY_TO, nonce=eip3009.new_nonce(), deadline=1)
     with pytest.raises(SignerError, match="no key .*SIGNER_NOT_FOUND") as info:
         client(signer_url).sign_typed_data(PAY_TO, typed)
     assert info.value.data["signer_code"] == "SIGNER_NOT_FOUND" and info.value.data["status"] == 404
@@ -248,8 +249,8 @@ def test_sign_typed_data_errors_carry_the_signer_code(signer_url):
 def test_presign_erc3009_in_order_with_progress_over_pooled_connections(signer_url):
     opt = option()
     progress = []
-    auths = client(signer_url, workers=4).presign_erc3009(
-        opt, address=ACCOUNT.address, count=40, valid_before=DEADLINE,
+    auths = client(signer_url, workers=4).presign(
+        opt, address=ACCOUNT.address, count=40, deadline=DEADLINE,
         extensions={"bazaar": {"info": {"k": 1}, "schema": {}}}, on_progress=lambda d, t: progress.append((d, t)),
         workers=4)
     assert len(auths) == 40 and len({a["id"] for a in auths}) == 40
@@ -266,7 +267,7 @@ def test_presign_erc3009_in_order_with_progress_over_pooled_connections(signer_u
 
 def test_presign_normalizes_v_to_27_28(signer_url):
     _Signer.mode = "v01"
-    [auth] = client(signer_url).presign_erc3009(option(), address=ACCOUNT.address, count=1, valid_before=DEADLINE)
+    [auth] = client(signer_url).presign(option(), address=ACCOUNT.address, count=1, deadline=DEADLINE)
     assert auth["payment"]["payload"]["signature"][-2:] in ("1b", "1c")
 
 
@@ -275,15 +276,15 @@ def test_presign_aborts_the_whole_batch_on_one_failure(signer_url, mode, message
     _Signer.fail_on, _Signer.mode = 7, mode
     progress = []
     with pytest.raises(SignerError, match=rf"pre-signing aborted after \d+/30 signatures: .*{message}"):
-        client(signer_url).presign_erc3009(option(), address=ACCOUNT.address, count=30, valid_before=DEADLINE,
-                                           on_progress=lambda d, t: progress.append(d))
+        client(signer_url).presign(option(), address=ACCOUNT.address, count=30, deadline=DEADLINE,
+                                   on_progress=lambda d, t: progress.append(d))
     assert len(progress) < 30
 
 
 def test_presign_permit2_with_eip2612(signer_url):
     opt = option(extra={"name": "USDC", "version": "2", "assetTransferMethod": "permit2"})
-    auths = client(signer_url).presign_permit2(opt, address=ACCOUNT.address, count=5, deadline=DEADLINE,
-                                               permit_nonce_base=10)
+    auths = client(signer_url).presign(opt, address=ACCOUNT.address, count=5, deadline=DEADLINE,
+                                       plan=SigningPlan(permit_nonce_base=10))
     assert _Signer.count == 10  # one Permit2 + one EIP-2612 signature per voucher
     for i, auth in enumerate(auths):
         payload = auth["payment"]["payload"]
@@ -292,12 +293,29 @@ def test_presign_permit2_with_eip2612(signer_url):
         assert verify_eoa_signature(digest, bytes.fromhex(payload["signature"][2:]), ACCOUNT.address)
         info = auth["payment"]["extensions"]["eip2612GasSponsoring"]["info"]
         assert info["nonce"] == str(10 + i)  # permit nonces follow the voucher order
-        permit = signing.eip2612_permit(opt, owner=ACCOUNT.address, nonce=10 + i, deadline=DEADLINE)
+        permit = permit2.eip2612_permit(opt, owner=ACCOUNT.address, nonce=10 + i, deadline=DEADLINE)
         assert recover(permit, info["signature"]) == ACCOUNT.address
 
 
 def test_presign_permit2_without_eip2612(signer_url):
     opt = option(extra={"assetTransferMethod": "permit2"})
-    auths = client(signer_url).presign_permit2(opt, address=ACCOUNT.address, count=3, deadline=DEADLINE)
+    auths = client(signer_url).presign(opt, address=ACCOUNT.address, count=3, deadline=DEADLINE)
     assert _Signer.count == 3 and all("extensions" not in a["payment"] for a in auths)
     assert all(a["payment"]["payload"]["permit2Authorization"]["from"] == ACCOUNT.address for a in auths)
+
+
+# ------------------------------------------------------------------------------------------ registry
+
+@pytest.mark.parametrize("extra, name", [({}, "eip3009"), ({"assetTransferMethod": "eip3009"}, "eip3009"),
+                                         ({"assetTransferMethod": "permit2"}, "permit2"),
+                                         ({"assetTransferMethod": "something-else"}, "eip3009")])
+def test_an_options_extras_select_its_scheme(extra, name):
+    opt = option(extra=extra)
+    assert opt.transfer_method == name and schemes.of(opt) is schemes.SCHEMES[name]
+    assert (schemes.SCHEMES["eip3009"].max_auths, schemes.SCHEMES["permit2"].max_auths) == (1000, 500)
+
+
+def test_a_stored_vouchers_deadline_is_read_whichever_scheme_signed_it():
+    assert schemes.deadline_of({"authorization": {"validBefore": "7"}}) == "7"
+    assert schemes.deadline_of({"permit2Authorization": {"deadline": "9"}}) == "9"
+    assert schemes.deadline_of({"other": {}}) is None

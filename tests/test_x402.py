@@ -18,14 +18,15 @@ from x402.schemas import PaymentRequired as SdkPaymentRequired
 from x402.schemas import PaymentRequiredV1
 
 from buy_x402.chain import ChainClient
-from buy_x402.errors import ChainError, PaymentChoiceError, SellerError, TransportError
+from buy_x402 import schemes
+from buy_x402.errors import ChainError, PaymentChoiceError, SellerError, TransportError, WalletError
 from buy_x402.http import make_session
-from buy_x402.signing import PERMIT2_ADDRESS
+from buy_x402.offer import CHAINS, resolve_chain, token_meta
+from buy_x402.schemes.permit2 import PERMIT2_ADDRESS
 from devstack import config as devstack_config
 from devstack.parts import chain as chain_part
 from devstack.sim.erpc import ErpcHandler
-from buy_x402.x402 import (CHAINS, choose_option, normalize_endpoint, parse_payment_required, probe,
-                           resolve_chain, token_meta)
+from buy_x402.x402 import choose_option, normalize_endpoint, parse_payment_required, probe
 
 USDC_BASE_SEPOLIA = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
 USDC_BASE = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
@@ -400,6 +401,27 @@ def test_chain_allowance_follows_an_approve(chain_rpc):
         "data": chain_part.calldata("approve(address,uint256)", PERMIT2_ADDRESS, 777)}])
     assert int(chain_part.wait_receipt(chain_rpc["anvil"], tx)["status"], 16) == 1
     assert chain.allowance("base-sepolia", USDC_BASE_SEPOLIA, holder, PERMIT2_ADDRESS) == 777
+
+
+def test_permit2_preflight_needs_an_approval_unless_the_seller_sponsors_gas(chain_rpc):
+    """The Permit2 scheme's pre-flight against a real token: no approval and no sponsoring is refused
+    before anything is signed; EIP-2612 sponsoring starts the permits at the token's nonce; an
+    approval lets plain Permit2 vouchers through."""
+    chain = ChainClient(make_session("t"), chain_rpc["erpc"])
+    [option] = parse_payment_required(402, {}, json.dumps({"x402Version": 2, "accepts": [
+        v2_entry(extra={"name": "USDC", "version": "2", "assetTransferMethod": "permit2"})]}).encode()).accepts
+    scheme = schemes.of(option)
+    owner = "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"  # anvil dev account #4: unlocked, no approval yet
+    with pytest.raises(WalletError, match=f"wallet {owner} has not approved Permit2 .*nothing was signed") as info:
+        scheme.preflight(chain, option, owner)
+    assert "data=0x095ea7b3" in info.value.hint
+    sponsored = scheme.preflight(chain, option, owner, offered_extensions={"eip2612GasSponsoring": {"info": {}}})
+    assert sponsored.permit_nonce_base == 0
+    tx = chain_part.rpc(chain_rpc["anvil"], "eth_sendTransaction", [{
+        "from": owner, "to": USDC_BASE_SEPOLIA,
+        "data": chain_part.calldata("approve(address,uint256)", PERMIT2_ADDRESS, 2**256 - 1)}])
+    assert int(chain_part.wait_receipt(chain_rpc["anvil"], tx)["status"], 16) == 1
+    assert scheme.preflight(chain, option, owner).permit_nonce_base is None
 
 
 def test_chain_nonces(chain_rpc):

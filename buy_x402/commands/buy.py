@@ -12,14 +12,17 @@ import time
 from argparse import Namespace
 from typing import Any
 
-from .. import cluster, purchases, x402
+from .. import cluster, purchases, refill, schemes, x402
+from ..adoption import adopt
 from ..amounts import auth_count, auth_expiry, format_amount, parse_money
 from ..errors import (BuyError, DefaultNotChanged, ExitCode, KubeApiError, NotReadyError, PurchaseError,
                       UsageError, WalletError)
+from ..kube import WaitTimeout
+from ..peers import Peers
 from ..result import Context, Result
-from .common import Peers
-from .vouchers import (SIGNING_WORKERS, check_permit2_allowance, dry_run_write, placeholder_auths, presign,
-                       replace_with_retry)
+from ..scheduling import ensure_schedule
+from ..vouchers import (SIGNING_WORKERS, choose, dry_run_write, placeholder_auths, preflight, presign,
+                        replace_with_retry)
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -48,13 +51,7 @@ def run(ctx: Context, args: Namespace) -> Result:
     ctx.notify(f"Probing {endpoint} ...")
     offer = x402.probe(peers.session, endpoint, args.model)
     wallet = peers.signer.address()
-    choice = x402.choose_option(
-        offer.accepts, index=args.payment_option, token=args.token, network=args.network,
-        balance_of=lambda o: peers.chain.balance_of(o.chain.name, o.asset, wallet))
-    option = choice.option
-    if len(offer.accepts) > 1:
-        ctx.notify(f"This seller accepts {len(offer.accepts)} payment options; using [{option.index}] "
-                   f"({choice.reason}).\n{choice.listing}")
+    option = choose(peers, offer, wallet, index=args.payment_option, token=args.token, network=args.network).option
     cluster.check_spendable(offer, option, network=option.chain.name, url=purchases.chat_endpoint(endpoint))
     price = option.amount
     price_text = format_amount(price, option.decimals, option.symbol)
@@ -67,7 +64,7 @@ def run(ctx: Context, args: Namespace) -> Result:
     if args.cost_cap is not None:
         cost_cap = parse_money(args.cost_cap, decimals=option.decimals, symbol=option.symbol)
         ctx.notify(f"Cost cap: {format_amount(cost_cap, option.decimals, option.symbol)} per request")
-    count = auth_count(price, budget=budget, count=args.count, transfer_method=option.transfer_method)
+    count = auth_count(price, budget=budget, count=args.count, cap=schemes.of(option).max_auths)
     valid_before = auth_expiry(args.auth_ttl or ctx.settings.auth_ttl, int(time.time()))
 
     # 3. Wallet.
@@ -83,14 +80,8 @@ def run(ctx: Context, args: Namespace) -> Result:
         if not args.force:
             raise WalletError(message, hint=f"fund {wallet}, buy fewer (--count/--budget), or pass --force")
         ctx.warn(message + " (--force: signing anyway)")
-    permit_nonce_base = None
-    if option.transfer_method == "permit2":
-        # EIP-2612 gas sponsoring: when the seller offers it and the token answers nonces(owner), each
-        # voucher carries its own permit and no prior Permit2 approval is needed.
-        if "eip2612GasSponsoring" in (offer.extensions or {}):
-            permit_nonce_base = peers.chain.nonces(chain_name, option.asset, wallet)
-        if permit_nonce_base is None:
-            check_permit2_allowance(peers, option, wallet)
+    # The scheme's own checks; a purchase may use what the seller offers to sponsor (e.g. EIP-2612 permits).
+    plan = preflight(peers, option, wallet, offered_extensions=offer.extensions)
 
     # 4. Cluster state: one owner per model; a top-up only of a live, converged purchase.
     items = peers.kube.list()
@@ -105,7 +96,7 @@ def run(ctx: Context, args: Namespace) -> Result:
         purchases.check_topup_allowed(existing, live_entry, model=args.model)
     tail = purchases.active_tail((existing or {}).get("spec", {}).get("preSignedAuths", []),
                                  live_entry["remaining"]) if existing is not None else []
-    policy = purchases.resolve_auto_refill(
+    policy = refill.resolve_auto_refill(
         auto_refill=args.auto_refill, threshold=args.refill_threshold, count=args.refill_count,
         cost_cap=cost_cap, desired_count=len(tail) + count,
         existing=(existing or {}).get("spec", {}).get("autoRefill"))
@@ -122,7 +113,7 @@ def run(ctx: Context, args: Namespace) -> Result:
             ctx.notify(f"{args.name} moves from {old_endpoint} to {purchases.chat_endpoint(endpoint)}")
 
     # 5. The exact write to come, validated by the API server with placeholder vouchers.
-    placeholders = placeholder_auths(option, wallet, count, valid_before, offer, permit_nonce_base)
+    placeholders = placeholder_auths(option, wallet, count, valid_before, offer, plan)
     if existing is None:
         dry_run_write(peers, purchases.build_purchase(args.name, peers.kube.config.namespace, endpoint=endpoint,
                                                       model=args.model, payment=payment, auths=placeholders,
@@ -135,7 +126,7 @@ def run(ctx: Context, args: Namespace) -> Result:
     # 6. Sign (the only step that commits the wallet).
     ctx.notify(f"Signing {count} authorizations at {price_text} each "
                f"(total {format_amount(total, option.decimals, option.symbol)}) ...")
-    auths = presign(peers, ctx, option, wallet, count, valid_before, offer, permit_nonce_base)
+    auths = presign(peers, option, wallet, count, valid_before, offer, plan)
 
     # 7. Declare.
     if existing is None:
@@ -184,26 +175,31 @@ def run(ctx: Context, args: Namespace) -> Result:
 
     # 9. Adopt.
     if args.set_default:
-        from .default import adopt
         try:
             data["set_default"] = adopt(peers, alias, purchase=args.name, canary=not args.no_canary,
                                         auto_refill=policy)
         except DefaultNotChanged as err:
-            nxt = f"buy.py default set {alias}"
-            err.message = (f"PurchaseRequest {args.name} is Ready and funded, but the agent's default was not "
-                           f"changed: {err.message}. Re-running `buy` with this name would top it up and spend more.")
-            err.hint = f"fix the cause ({err.hint or 'see above'}), then: {nxt}"
-            err.data["next"] = nxt
-            return Result("buy", data, ExitCode.DEFAULT_NOT_CHANGED, err)
+            return Result("buy", data, ExitCode.DEFAULT_NOT_CHANGED, _bought_but_not_adopted(args.name, alias, err))
         if (policy or {}).get("enabled"):
             data["schedule"] = _ensure_schedule(peers, ctx)
     return Result("buy", data)
 
 
+def _bought_but_not_adopted(name: str, alias: str, err: DefaultNotChanged) -> DefaultNotChanged:
+    """The refusal said as exit 4 of `buy`: the purchase exists, and the one command that adopts it later."""
+    nxt = f"buy.py default set {alias}"
+    wrapped = DefaultNotChanged(
+        f"PurchaseRequest {name} is Ready and funded, but the agent's default was not changed: {err.message}. "
+        "Re-running `buy` with this name would top it up and spend more.",
+        cause=err.cause, hint=f"fix the cause ({err.hint or 'see above'}), then: {nxt}",
+        data={**err.data, "next": nxt})
+    wrapped.__cause__ = err
+    return wrapped
+
+
 def _ensure_schedule(peers: Peers, ctx: Context) -> dict | None:
-    """Keep the adopted model funded: the cron job that runs `process --all`. Its failure does not
+    """Keep the adopted model funded: the upkeep job that runs `process --all`. Its failure does not
     undo a verified adoption; it is reported with the command that finishes the job."""
-    from .schedule import ensure_schedule
     try:
         return ensure_schedule(peers)
     except BuyError as err:
@@ -234,12 +230,6 @@ def _wait_ready(peers: Peers, ctx: Context, written: dict, timeout: float) -> tu
     name = written["metadata"]["name"]
     try:
         obj = peers.kube.wait_for(name, done, timeout_s=timeout, on_change=on_change)
-    except BuyError as err:
-        if not _is_wait_timeout(err):
-            raise
+    except WaitTimeout:
         obj = last["obj"]
     return obj, purchases.failed_reason(obj)
-
-
-def _is_wait_timeout(err: BuyError) -> bool:
-    return isinstance(err, NotReadyError) or err.__class__.__name__ == "WaitTimeout"

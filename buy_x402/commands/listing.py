@@ -9,10 +9,10 @@ import time
 from argparse import Namespace
 from typing import Any
 
-from .. import hermes, purchases
-from ..errors import BuyError, PurchaseError
+from .. import purchases
+from ..errors import BuyError
+from ..peers import Peers
 from ..result import Context, Result
-from .common import Peers
 
 BUYER_DOWN = "x402-buyer status is unavailable; remaining/spent come from the PurchaseRequest status and may be stale"
 
@@ -27,45 +27,25 @@ def run_list(ctx: Context, args: Namespace) -> Result:
     return Result("list", {"purchases": rows})
 
 
-def _unknown(name: str, items: list[dict]) -> PurchaseError:
-    names = sorted(o["metadata"]["name"] for o in items)
-    if names:
-        return PurchaseError(f"no purchase named {name!r}; existing purchases: {', '.join(names)}",
-                             hint="buy.py list", data={"name": name, "purchases": names})
-    return PurchaseError(f"no purchase named {name!r}; there are no purchases in this namespace",
-                         hint="buy one: buy.py buy NAME --endpoint URL --model ID",
-                         data={"name": name, "purchases": []})
-
-
-def find_purchase(peers: Peers, name: str) -> dict:
-    """The PurchaseRequest `name`, or PurchaseError naming the ones that exist (exit 1)."""
-    items = peers.kube.list()
-    obj = next((o for o in items if o["metadata"]["name"] == name), None)
-    if obj is None:
-        raise _unknown(name, items)
-    return obj
-
-
 def _agent_default(peers: Peers, alias: str) -> dict[str, Any]:
-    """Whether the model Hermes chats with is this purchase's paid/<id> (read-only; never fails status)."""
+    """Whether the model the agent chats with is this purchase's paid/<id> (read-only; never fails status)."""
     try:
-        cfg = peers.hermes_config
-        current = hermes.current_model(hermes.load_snapshot(cfg).data)
+        agent, config = peers.agent, peers.agent_config
+        current = agent.current_default(agent.read(config))
     except BuyError as err:
         return {"model": None, "is_this_purchase": False, "error": err.message}
-    return {"model": current, "is_this_purchase": current == alias, "config": str(cfg.path)}
+    return {"model": current, "is_this_purchase": current == alias, "config": str(config.path)}
 
 
 def run_status(ctx: Context, args: Namespace) -> Result:
     peers = Peers(ctx)
-    obj = find_purchase(peers, args.name)
+    obj = purchases.find(peers.kube.list(), args.name)
     live = peers.buyer.try_status()
     entry = (live or {}).get(args.name)
     row = purchases.list_row(obj, entry)
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    pool = spec.get("preSignedAuths") or []
-    active = pool[len(pool) - min(row["remaining"], len(pool)):] if row["remaining"] else []
     now = time.time()
+    active = purchases.active_tail(spec.get("preSignedAuths") or [], row["remaining"], clamp=True)
     expired, earliest = purchases.pool_expiry(active, now)
     if live is None:
         ctx.warn(BUYER_DOWN)
@@ -91,4 +71,4 @@ def run_status(ctx: Context, args: Namespace) -> Result:
     return Result("status", data)
 
 
-__all__ = ["run_list", "run_status", "find_purchase"]
+__all__ = ["run_list", "run_status"]

@@ -15,9 +15,10 @@ from typing import Any
 from .. import payment, x402
 from ..amounts import auth_expiry, format_amount
 from ..errors import UsageError, WalletError
+from ..offer import PaymentOption, PaymentRequired
+from ..peers import Peers
 from ..result import Context, Result
-from .common import Peers
-from .probe import option_view
+from ..vouchers import choose, preflight
 
 DEFAULT_TIMEOUTS_S = {"http": 100.0, "inference": 600.0}
 AGENT_TIMEOUT_S = 3600.0
@@ -66,7 +67,7 @@ def build_request(args: Namespace, *, agent: bool) -> payment.PaidRequest:
         raise UsageError(f"{command} --type inference needs --message TEXT or --data JSON")
     if agent:
         doc["stream"] = True
-    url = x402.normalize_endpoint(args.url) + "/v1/chat/completions"
+    url = x402.chat_url(args.url)
     return payment.PaidRequest(method=(args.method or "POST").upper(), url=url,
                                body=json.dumps(doc).encode("utf-8"), content_type="application/json", stream=agent)
 
@@ -93,12 +94,8 @@ def _run(ctx: Context, args: Namespace, *, agent: bool) -> Result:
 
     # 2. Option and wallet.
     wallet = peers.signer.address()
-    choice = x402.choose_option(offer.accepts, index=args.payment_option, token=args.token, network=args.network,
-                                balance_of=lambda o: peers.chain.balance_of(o.chain.name, o.asset, wallet))
+    choice = choose(peers, offer, wallet, index=args.payment_option, token=args.token, network=args.network)
     option = choice.option
-    if len(offer.accepts) > 1:
-        ctx.notify(f"This seller accepts {len(offer.accepts)} payment options; using [{option.index}] "
-                   f"({choice.reason}).\n{choice.listing}")
     price_text = format_amount(option.amount, option.decimals, option.symbol)
     balance = peers.chain.balance_of(option.chain.name, option.asset, wallet)
     if balance < option.amount:
@@ -106,14 +103,13 @@ def _run(ctx: Context, args: Namespace, *, agent: bool) -> Result:
                           f"{option.chain.name}; this request costs {price_text}",
                           hint=f"fund {wallet}; nothing was signed",
                           data={"wallet": wallet, "balance": str(balance), "price": str(option.amount)})
-    if option.transfer_method == "permit2":
-        check_permit2_allowance(peers, option, wallet)
+    plan = preflight(peers, option, wallet)  # one-shot vouchers use no sponsoring extension (as before)
 
     # 3. Sign one voucher (the only step that commits the wallet) and send it once.
     now = int(time.time())
     ttl = args.auth_ttl or ctx.settings.auth_ttl
     valid_before = auth_expiry(ttl, now) if ttl else payment.one_shot_expiry(option, now)
-    voucher = payment.sign_voucher(peers.signer, option, wallet=wallet, valid_before=valid_before,
+    voucher = payment.sign_voucher(peers.signer, option, wallet=wallet, valid_before=valid_before, plan=plan,
                                    extensions=offer.extensions)
     header_name, header_value, _ = payment.payment_header(offer, option, voucher)
     ctx.notify(f"Paying {price_text} to {option.pay_to} on {option.chain.name} (x402 v{offer.x402_version}, "
@@ -142,24 +138,15 @@ def _run(ctx: Context, args: Namespace, *, agent: bool) -> Result:
     return Result(command=command, data=data, warnings=warnings)
 
 
-def check_permit2_allowance(peers: Peers, option: x402.PaymentOption, wallet: str) -> None:
-    from ..signing import PERMIT2_ADDRESS
-    if peers.chain.allowance(option.chain.name, option.asset, wallet, PERMIT2_ADDRESS) == 0:
-        data = "0x095ea7b3" + PERMIT2_ADDRESS[2:].lower().rjust(64, "0") + "f" * 64
-        raise WalletError(f"wallet {wallet} has not approved Permit2 ({PERMIT2_ADDRESS}) to spend {option.asset} "
-                          f"on {option.chain.name}; nothing was signed",
-                          hint=f"send once from {wallet}: to={option.asset} data={data}")
-
-
 def _data(args: Namespace, request: payment.PaidRequest, response: payment.PaidResponse,
-          offer: x402.PaymentRequired, option: x402.PaymentOption, reason: str, wallet: str,
+          offer: PaymentRequired, option: PaymentOption, reason: str, wallet: str,
           *, streamed: bool) -> dict[str, Any]:
     text = response.body.decode("utf-8", "replace")
     data: dict[str, Any] = {
         "url": request.url, "type": args.type, "method": request.method, "status": response.status,
         "contentType": response.headers.get("content-type") or response.headers.get("Content-Type"),
         "x402Version": offer.x402_version, "paymentHeader": response.payment_header,
-        "option": option_view(option), "optionReason": reason, "wallet": wallet,
+        "option": x402.option_view(option), "optionReason": reason, "wallet": wallet,
         "price": {"atomic": str(option.amount), "display": option.price_text(), "symbol": option.symbol,
                   "decimals": option.decimals},
         "settlement": response.settlement.as_dict() if response.settlement else None,

@@ -1,13 +1,14 @@
 """`buy.py process NAME | --all` (and `maintain`): the auto-refill reconcile and the default guardian.
 
-Run every few minutes by a Hermes cron job in script mode, whose stdout is delivered to the user:
+Run every few minutes by the agent's scheduler (`scheduling.py`), which delivers its stdout to the user:
 so it is idempotent, says nothing on stdout unless something changed, and exits 1 only when
 something failed. Refills follow obol-buy-x402.md §13.2, plus the fix of §18.6 (the re-probed
 price is written to `spec.payment.price`, so the controller's probe does not flag PricingMismatch).
 Unlike §13.2, a seller that cannot be probed fails the refill (exit 1) rather than signing at the
 stored price: vouchers for a price nobody confirmed may all be refused, and the wallet is committed.
 A refill applies `buy`'s rules before signing: a seller the cluster's buyer can pay (cluster.py) and
-a server-side dry run of the exact write.
+a server-side dry run of the exact write; unspent vouchers signed at a price the seller no longer
+asks are dropped (purchases.stale_vouchers).
 The guardian keeps an agent that adopted `paid/<id>` from being bricked when that pool runs dry.
 """
 from __future__ import annotations
@@ -16,14 +17,16 @@ import time
 from argparse import Namespace
 from typing import Any
 
-from .. import cluster, hermes, purchases, x402
+from .. import cluster, purchases, refill, x402
+from ..adoption import PAID_PREFIX, restore_previous_default
+from ..agent.record import AdoptionRecord
 from ..amounts import auth_expiry, format_amount
-from ..errors import (BuyError, BuyerError, DefaultNotChanged, ExitCode, KubeApiError, PurchaseError,
-                      TransportError, UsageError)
+from ..errors import (AgentConfigError, BuyError, DefaultNotChanged, ExitCode, KubeApiError, PurchaseError,
+                      TransportError, UsageError, X402BuyerError)
+from ..offer import PaymentOption, PaymentRequired
+from ..peers import Peers
 from ..result import Context, Result
-from .vouchers import check_permit2_allowance, dry_run_write, placeholder_auths, presign, replace_with_retry
-from .common import Peers
-from .listing import find_purchase
+from ..vouchers import dry_run_write, placeholder_auths, preflight, presign, replace_with_retry
 
 BUYER_UNAVAILABLE = "x402-buyer status is unavailable; cannot make safe refill decisions."
 EVENT_CHANGED_ELSEWHERE = "default_changed_elsewhere"
@@ -46,10 +49,11 @@ def process(peers: Peers, name: str | None) -> Result:
     """Reconcile `name` (or every purchase), then guard the agent's default; one Result."""
     try:
         live = peers.buyer.status()
-    except (BuyerError, TransportError) as err:
-        raise BuyerError(BUYER_UNAVAILABLE, hint=f"check the x402-buyer at {peers.settings.x402_buyer_url} "
+    except (X402BuyerError, TransportError) as err:
+        raise X402BuyerError(BUYER_UNAVAILABLE, hint=f"check the x402-buyer at {peers.settings.x402_buyer_url} "
                          f"({err.message})") from err
-    items = [find_purchase(peers, name)] if name else sorted(peers.kube.list(), key=lambda o: o["metadata"]["name"])
+    items = [purchases.find(peers.kube.list(), name)] if name else sorted(peers.kube.list(),
+                                                                           key=lambda o: o["metadata"]["name"])
     actions = [_reconcile_one(peers, obj, live.get(obj["metadata"]["name"])) for obj in items]
     refilled = {a["name"] for a in actions if a["action"] == "refilled"}
     guardian = _guard_default(peers, live, items, refilled, only=name)
@@ -85,7 +89,7 @@ def _reconcile_one(peers: Peers, obj: dict, entry: dict | None) -> dict[str, Any
                 "error": {"code": err.code, "message": err.message}}
 
 
-def _matching_option(offer: x402.PaymentRequired, payment: dict) -> x402.PaymentOption | None:
+def _matching_option(offer: PaymentRequired, payment: dict) -> PaymentOption | None:
     """The seller's option this purchase pays with: same asset, payTo and chain."""
     for option in offer.accepts:
         if (option.payable and option.chain.name == payment.get("network")
@@ -101,7 +105,7 @@ def _reconcile(peers: Peers, obj: dict, entry: dict) -> dict[str, Any]:
     spec = obj.get("spec") or {}
     policy = spec.get("autoRefill")
     remaining = int(entry.get("remaining") or 0)
-    plan = purchases.plan_refill(remaining, policy)
+    plan = refill.plan_refill(remaining, policy)
     if not plan.refill:
         return _skip(peers, name, plan.reason)
     try:
@@ -138,21 +142,21 @@ def _reconcile(peers: Peers, obj: dict, entry: dict) -> dict[str, Any]:
     if balance < cost:
         return _skip(peers, name, f"wallet balance {fmt(balance)} below refill cost {fmt(cost)} "
                                   f"({plan.count} × {fmt(price)}); skipping")
-    if option.transfer_method == "permit2":
-        check_permit2_allowance(peers, option, wallet)
-    cluster.check_spendable(offer, option, network=str(payment.get("network") or ""),
-                            url=purchases.chat_endpoint(spec.get("endpoint") or ""))
+    # No sponsoring extensions: the unspent tail may hold permits with the nonces a new batch would reuse.
+    signing_plan = preflight(peers, option, wallet)
 
     valid_before = auth_expiry(peers.settings.auth_ttl, int(time.time()))
+    cluster.check_spendable(offer, option, network=str(payment.get("network") or ""),
+                            url=purchases.chat_endpoint(spec.get("endpoint") or ""))
     new_payment = purchases.merge_payment(payment, {**payment, "price": str(price)})
     stale = purchases.stale_vouchers(active, new_payment)
     if stale:
         peers.ctx.notify(f"{name}: dropping {len(stale)} unspent voucher(s) signed at another price: the seller "
                          f"now asks {fmt(price)} and would refuse them, blocking the pool")
-    placeholders = placeholder_auths(option, wallet, plan.count, valid_before, offer)
+    placeholders = placeholder_auths(option, wallet, plan.count, valid_before, offer, signing_plan)
     dry_run_write(peers, purchases.topup_object(obj, new_auths=placeholders, live_remaining=entry["remaining"],
                                                 payment=new_payment, auto_refill=policy), replace=True)
-    auths = presign(peers, peers.ctx, option, wallet, plan.count, valid_before, offer)
+    auths = presign(peers, option, wallet, plan.count, valid_before, offer, signing_plan)
     written = replace_with_retry(peers, name, obj, entry, auths, new_payment, policy)
     pool = len(written["spec"]["preSignedAuths"])
     return {"name": name, "action": "refilled", "reason": plan.reason, "count": plan.count,
@@ -169,8 +173,7 @@ def _spendable(obj: dict | None, entry: dict | None) -> tuple[bool, str]:
     if remaining == 0:
         return False, "its pool is spent: remaining 0"
     pool = (obj.get("spec") or {}).get("preSignedAuths") or []
-    active = pool[len(pool) - min(remaining, len(pool)):]
-    expired, _ = purchases.pool_expiry(active, time.time())
+    expired, _ = purchases.pool_expiry(purchases.active_tail(pool, remaining, clamp=True), time.time())
     if expired >= remaining:
         return False, f"all {remaining} remaining vouchers have expired"
     return True, ""
@@ -180,20 +183,27 @@ def _guard_default(peers: Peers, live: dict, items: list[dict], refilled: set[st
                    only: str | None) -> dict[str, Any] | None:
     """Restore the previous default when the adopted paid/<id> can no longer pay; None if not concerned."""
     try:
-        cfg = peers.hermes_config
-        last = hermes.last_adoption(cfg)
-        if not last or not str(last.get("adopted") or "").startswith("paid/"):
+        agent, config = peers.agent, peers.agent_config
+        try:
+            snapshot, unreadable = agent.read(config), None
+        except AgentConfigError as err:  # only a concern if there is an adoption to guard
+            snapshot, unreadable = None, err
+        current = agent.current_default(snapshot) if snapshot else None
+        record = agent.record(config)
+        last = record.last(current)
+        if not last or not str(last.get("adopted") or "").startswith(PAID_PREFIX):
             return None
         purchase = last.get("purchase")
         if only is not None and purchase != only:
             return None
-        current = hermes.current_model(hermes.load_snapshot(cfg).data)
+        if unreadable is not None:
+            raise unreadable
         base = {"adopted": last["adopted"], "purchase": purchase, "current": current, "changed": False}
         if current != last["adopted"]:
             return {**base, "action": "left_alone",
                     "reason": f"model.default is {current!r}, set by someone else since buy-x402 adopted "
                               f"{last['adopted']!r}; left alone",
-                    "recorded": _record_once(cfg, last, current)}
+                    "recorded": _record_once(record, last, current)}
         if purchase in refilled:
             return None
         entry = live.get(purchase or "")
@@ -205,10 +215,9 @@ def _guard_default(peers: Peers, live: dict, items: list[dict], refilled: set[st
         ok, why = _spendable(obj, entry)
         if ok:
             return None
-        from .default import restore
         peers.ctx.notify(f"{last['adopted']} has no spendable vouchers ({why}) and no refill was made; "
                          f"restoring the previous default {last.get('previous')!r}")
-        restored = restore(peers)
+        restored = restore_previous_default(peers)
     except DefaultNotChanged as err:
         return {"action": "failed", "changed": False, "reason": f"could not restore the previous default: {err.message}"}
     except BuyError as err:
@@ -228,13 +237,13 @@ def _get_or_none(peers: Peers, name: str | None) -> dict | None:
         raise
 
 
-def _record_once(cfg: hermes.HermesConfig, last: dict, current: str | None) -> bool:
+def _record_once(record: AdoptionRecord, last: dict, current: str | None) -> bool:
     """Record "someone else changed the default" once per adoption and value, not every cron run."""
     key = {"adopted": last.get("adopted"), "adoption_at": last.get("at"), "current": current}
-    for event in hermes.read_state(cfg).get("events") or []:
+    for event in record.read().get("events") or []:
         if event.get("kind") == EVENT_CHANGED_ELSEWHERE and all(event.get(k) == v for k, v in key.items()):
             return False
-    hermes.record_event(cfg, EVENT_CHANGED_ELSEWHERE, purchase=last.get("purchase"), **key)
+    record.note(EVENT_CHANGED_ELSEWHERE, purchase=last.get("purchase"), **key)
     return True
 
 

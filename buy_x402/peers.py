@@ -1,12 +1,16 @@
-"""Clients built from the settings, shared by the commands (one session per run)."""
+"""Clients of every peer, built from the settings and shared by the flows (one session per run)."""
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import requests
 
-from ..http import make_session
-from ..result import Context
+from .http import make_session
+from .result import Context
+
+if TYPE_CHECKING:
+    from .agent.runtime import AgentConfig, AgentRuntime
 
 
 class Peers:
@@ -23,25 +27,31 @@ class Peers:
 
     @cached_property
     def kube(self):
-        from ..kube import KubeClient, load_config
+        from .kube import KubeClient, load_config
         return KubeClient(load_config(self.settings), session=self.session)
 
     @cached_property
     def signer(self):
-        from ..signer import SignerClient
+        from .signer import SignerClient
         return SignerClient(self.session, self.settings.remote_signer_url)
 
     @cached_property
     def chain(self):
-        from ..chain import ChainClient
+        from .chain import ChainClient
         return ChainClient(self.session, self.settings.erpc_url)
 
     @cached_property
     def buyer(self):
-        from ..buyer import BuyerClient
+        from .buyer import BuyerClient
         return BuyerClient(self.session, self.settings.x402_buyer_url)
 
     @cached_property
-    def hermes_config(self):
-        from ..hermes import resolve_config
-        return resolve_config(self.settings)
+    def agent(self) -> "AgentRuntime":
+        """The runtime of the agent whose default model the skill switches."""
+        from .agent import runtime_for
+        return runtime_for(self.settings)
+
+    @cached_property
+    def agent_config(self) -> "AgentConfig":
+        """The agent's config file, resolved once per run (every later step uses the same file)."""
+        return self.agent.resolve()

@@ -1,0 +1,252 @@
+"""Changing the agent's default model as one transaction: adopt, restore, and the guardian's rollback.
+
+`DefaultSwitch` is opened under the agent's config lock on a pre-flight snapshot. It commits one
+change: record → write → read back → commit the record; on any failure it puts the original bytes
+back once, drops the pending record and re-raises. The flows around it are the set-default chain
+(DESIGN "The set-default chain", steps 2–9): resolve the file the agent reads → pre-flight → LiteLLM
+lists the model and a PurchaseRequest publishes it → one paid canary → warn without auto-refill →
+write → verify. Each step can refuse; a refusal raises `DefaultNotChanged` and the config is
+byte-for-byte as before. `buy --set-default`, `default set|restore|show` and `process` use them.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Iterator, NoReturn
+
+from . import purchases
+from .agent.configfile import Snapshot
+from .agent.runtime import AgentConfig, AgentRuntime, WriteResult
+from .errors import AgentConfigError, BuyError, DefaultNotChanged, LiteLLMError, PurchaseError
+from .litellm import LiteLLMClient
+from .peers import Peers
+
+PAID_PREFIX = "paid/"
+ROLLBACK_COMMAND = "buy.py default restore"
+
+
+class DefaultSwitch:
+    """One change of the agent's default model; made by `open_switch`, committed by `adopt` or `undo`."""
+
+    def __init__(self, agent: AgentRuntime, config: AgentConfig, before: Snapshot) -> None:
+        self.agent, self.config, self.before = agent, config, before
+        self.record = agent.record(config)
+
+    @property
+    def current(self) -> str | None:
+        """The default the agent has now (before this switch)."""
+        return self.agent.current_default(self.before)
+
+    def last_adoption(self) -> dict | None:
+        """The adoption `undo` would reverse, if the record holds one."""
+        return self.record.last(self.current)
+
+    def adopt(self, model: str, *, purchase: str | None, at: str) -> WriteResult:
+        """Record the adoption as pending (so a restore works even if the process dies right after the
+        switch), write, verify, then mark it applied; a failed write leaves no record behind."""
+        self.record.record_pending(adopted=model, previous=self.current, purchase=purchase, at=at)
+        try:
+            write = self.write(model)
+        except BaseException:
+            self.record.drop_pending()
+            raise
+        self.record.mark_applied()
+        return write
+
+    def undo(self, entry: dict) -> WriteResult:
+        """Write back the default `entry` (from `last_adoption`) replaced, verify, then forget `entry`."""
+        write = self.write(entry["previous"])
+        self.record.pop(entry)
+        return write
+
+    def write(self, model: str) -> WriteResult:
+        """Write `model` and read it back; on any failure put the original bytes back once and re-raise.
+        The record is not touched: `adopt` and `undo` keep it in step."""
+        try:
+            write = self.agent.write_default(self.config, self.before, model)
+            self.agent.verify(self.config, self.before, model)
+        except BaseException as err:
+            self._put_back(err)
+        return write
+
+    def _put_back(self, err: BaseException) -> NoReturn:
+        """A failed or unverified write may have left a changed or damaged file (a CLI that died mid-way):
+        put the original bytes back, once, and raise `err` saying whether that worked."""
+        path = self.config.path
+        try:
+            rewrote = self.agent.put_back(self.config, self.before)
+        except OSError as exc:
+            if not isinstance(err, BuyError):
+                raise err
+            raise AgentConfigError(
+                f"{err.message}; the original could NOT be put back ({exc.strerror}): check {path} by hand",
+                hint=f"check model.default in {path} and fix the file by hand", code="restore_failed",
+                data={**err.data, "path": str(path)}) from err
+        if rewrote and isinstance(err, BuyError):
+            raise AgentConfigError(f"{err.message}; the original file was put back unchanged", hint=err.hint,
+                                   code=err.code, data=err.data) from err
+        raise err
+
+
+def _refuse(step: str, err: BuyError, model: str) -> DefaultNotChanged:
+    return DefaultNotChanged(f"{model} was not adopted ({step}): {err.message}", cause=err,
+                             hint=err.hint, data={"step": step})
+
+
+@contextlib.contextmanager
+def open_switch(peers: Peers, what: str) -> Iterator[DefaultSwitch]:
+    """Resolve the agent's config, take its lock and run the pre-flight (steps 2–3); `what` names the
+    model in a refusal."""
+    try:
+        agent, config = peers.agent, peers.agent_config
+        lock = agent.lock(config)
+    except BuyError as err:
+        raise _refuse("config", err, what) from err
+    with lock:
+        try:
+            before = agent.preflight(config)
+        except BuyError as err:
+            raise _refuse("pre-flight", err, what) from err
+        yield DefaultSwitch(agent, config, before)
+
+
+def _litellm(peers: Peers, switch: DefaultSwitch, model: str) -> LiteLLMClient:
+    """The LiteLLM the agent talks to (its config says where), to ask whether `model` is selectable."""
+    base_url, api_key = switch.agent.model_endpoint(switch.before)
+    if not base_url:
+        raise LiteLLMError(f"{switch.config.path} has no model.base_url, so LiteLLM cannot be asked whether "
+                           f"{model} exists", hint="set model.base_url to the LiteLLM /v1 URL")
+    return LiteLLMClient(peers.session, base_url, api_key or "")
+
+
+def _paid_purchase(peers: Peers, model: str, purchase: str | None) -> dict[str, Any]:
+    """The PurchaseRequest that publishes `model`: LiteLLM's listing alone can name unbought models."""
+    items = [peers.kube.get(purchase)] if purchase else peers.kube.list()
+    for item in items:
+        status = item.get("status") or {}
+        if status.get("publicModel") == model:
+            if not purchases.is_serving(item):
+                raise PurchaseError(f"PurchaseRequest {item['metadata']['name']} publishes {model} but is not Ready",
+                                    hint=f"check it: buy.py status {item['metadata']['name']}")
+            return item
+    raise PurchaseError(f"no PurchaseRequest in this namespace publishes {model}",
+                        hint=f"buy it first: buy.py buy NAME --endpoint URL --model {model[len(PAID_PREFIX):]}")
+
+
+def _live_spent(peers: Peers, purchase: str | None) -> int | None:
+    live = peers.buyer.try_status()
+    entry = (live or {}).get(purchase or "")
+    return entry.get("spent") if entry else None
+
+
+def adopt(peers: Peers, model: str, *, purchase: str | None = None, canary: bool = True,
+          auto_refill: dict | None = None) -> dict[str, Any]:
+    """Make `model` the agent's default, or raise `DefaultNotChanged` leaving the config untouched."""
+    ctx = peers.ctx
+    is_paid = model.startswith(PAID_PREFIX)
+    with open_switch(peers, model) as switch:
+        previous = switch.current
+        result: dict[str, Any] = {"model": model, "previous": previous, "config": str(switch.config.path),
+                                  "profile": switch.config.profile or "default", "purchase": purchase}
+        if previous == model:
+            result.update(changed=False, canary=None, write=None)
+            return result
+
+        # Step 4: selectable — LiteLLM lists it, and (for paid/) a purchase publishes it.
+        try:
+            llm = _litellm(peers, switch, model)
+            if not llm.is_listed(model):
+                raise LiteLLMError(f"LiteLLM at {llm.base_url} does not list {model}",
+                                   hint="wait for the purchase to be published (buy.py status NAME), then retry")
+            if is_paid:
+                item = _paid_purchase(peers, model, purchase)
+                purchase = item["metadata"]["name"]
+                result["purchase"] = purchase
+                if auto_refill is None:
+                    auto_refill = (item.get("spec") or {}).get("autoRefill")
+        except BuyError as err:
+            raise _refuse("selectable", err, model) from err
+
+        # Step 5: one real paid request through LiteLLM.
+        result["canary"] = None
+        if canary and is_paid:
+            ctx.notify(f"Canary: one paid request through LiteLLM as {model} (spends one voucher) ...")
+            spent_before = _live_spent(peers, purchase)
+            try:
+                answer = llm.canary(model)
+            except BuyError as err:
+                raise _refuse("canary", err, model) from err
+            result["canary"] = {"status": answer.get("status"), "spent_voucher": True,
+                                "spent_before": spent_before, "spent_after": _live_spent(peers, purchase)}
+
+        # Step 7: a paid default without auto-refill bricks every chat once the pool is spent.
+        if is_paid and not (auto_refill or {}).get("enabled"):
+            ctx.warn(f"auto-refill is off for {purchase}: once its vouchers are spent every chat turn fails. "
+                     f"Top up with `buy.py buy {purchase} ...` or re-run with --auto-refill.")
+
+        # Steps 6, 8–9: record, write, read back, verify — or put the original back and refuse.
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        try:
+            write = switch.adopt(model, purchase=purchase, at=at)
+        except BuyError as err:
+            raise _refuse("write", err, model) from err
+        result.update(changed=True, at=at, write={"method": write.method, "detail": write.detail},
+                      rollback=ROLLBACK_COMMAND)
+        return result
+
+
+def restore_previous_default(peers: Peers) -> dict[str, Any]:
+    """Put back the default the last adoption replaced (same pre-flight, selectable check, write, verify).
+
+    `default restore` runs it, and so does the guardian when the adopted model's pool ran dry.
+    """
+    what = "the previous default"
+    with open_switch(peers, what) as switch:
+        last = switch.last_adoption()
+        if not last:
+            raise DefaultNotChanged("there is no adoption by buy-x402 to restore",
+                                    hint="set a model explicitly: buy.py default set MODEL")
+        current, previous = switch.current, last.get("previous")
+        if current != last.get("adopted"):
+            raise DefaultNotChanged(
+                f"model.default is {current!r}, not {last.get('adopted')!r} that buy-x402 adopted: "
+                "someone else changed it since, so it is left alone",
+                hint="set the model you want explicitly: buy.py default set MODEL")
+        if not previous:
+            raise DefaultNotChanged("the last adoption recorded no previous default to put back",
+                                    hint="set a model explicitly: buy.py default set MODEL")
+        try:
+            llm = _litellm(peers, switch, previous)
+            if not llm.is_listed(previous):
+                raise LiteLLMError(f"LiteLLM at {llm.base_url} does not list {previous}",
+                                   hint=f"make {previous} available in LiteLLM, or buy.py default set MODEL")
+        except BuyError as err:
+            raise _refuse("selectable", err, previous) from err
+        try:
+            write = switch.undo(last)
+        except BuyError as err:
+            raise _refuse("write", err, previous) from err
+        return {"model": previous, "replaced": current, "config": str(switch.config.path), "changed": True,
+                "purchase": last.get("purchase"), "write": {"method": write.method, "detail": write.detail}}
+
+
+def show(peers: Peers) -> dict[str, Any]:
+    """The agent's default now, where it came from, and (if buy-x402 adopted it) the pool behind it."""
+    agent, config = peers.agent, peers.agent_config
+    current = agent.current_default(agent.read(config))
+    data: dict[str, Any] = {"model": current, "config": str(config.path), "profile": config.profile or "default",
+                            "managed": config.managed, "adopted_by_buy_x402": False}
+    last = agent.record(config).last(current)
+    if last and last.get("adopted") == current:
+        data.update(adopted_by_buy_x402=True, purchase=last.get("purchase"), at=last.get("at"),
+                    previous=last.get("previous"), rollback=ROLLBACK_COMMAND)
+        live = peers.buyer.try_status()
+        entry = (live or {}).get(last.get("purchase") or "")
+        if entry:
+            data["live"] = {"remaining": entry.get("remaining"), "spent": entry.get("spent")}
+        elif live is None:
+            data["live"] = None
+    return data
+
+
+__all__ = ["DefaultSwitch", "open_switch", "adopt", "restore_previous_default", "show", "PAID_PREFIX"]

@@ -1,0 +1,131 @@
+"""Permit2 `PermitWitnessTransferFrom` through the x402 exact proxy, with EIP-2612 gas sponsoring.
+
+Permit2 moves any ERC-20 the wallet approved it for. When the seller offers `eip2612GasSponsoring`
+and the token answers `nonces(owner)`, each voucher also carries an EIP-2612 permit, so no prior
+approval is needed; otherwise the wallet must have approved Permit2 once, which the pre-flight checks.
+"""
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..errors import WalletError
+from ..offer import PaymentOption
+from .base import PaymentScheme, SignTypedData, SigningPlan, chain_id, typed_data, voucher
+
+if TYPE_CHECKING:
+    from ..chain import ChainClient
+
+PERMIT2_ADDRESS = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
+X402_EXACT_PERMIT2_PROXY = "0x402085c248EeA27D92E8b30b2C58ed07f9E20001"
+EIP2612_GAS_SPONSORING_KEY = "eip2612GasSponsoring"
+SAFE_AUTH_COUNT = 500   # Permit2 auths are bigger; the buyer's ConfigMap holds ≈537
+APPROVE_SELECTOR = "0x095ea7b3"
+WITNESS_TYPES = {
+    "PermitWitnessTransferFrom": [
+        {"name": "permitted", "type": "TokenPermissions"},
+        {"name": "spender", "type": "address"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "deadline", "type": "uint256"},
+        {"name": "witness", "type": "Witness"},
+    ],
+    "TokenPermissions": [{"name": "token", "type": "address"}, {"name": "amount", "type": "uint256"}],
+    "Witness": [{"name": "to", "type": "address"}, {"name": "validAfter", "type": "uint256"}],
+}
+EIP2612_PERMIT = [
+    {"name": "owner", "type": "address"},
+    {"name": "spender", "type": "address"},
+    {"name": "value", "type": "uint256"},
+    {"name": "nonce", "type": "uint256"},
+    {"name": "deadline", "type": "uint256"},
+]
+
+
+def new_nonce() -> int:
+    """A fresh Permit2 nonce: a random uint256 (Permit2 nonces are unordered bitmaps)."""
+    return int.from_bytes(secrets.token_bytes(32), "big")
+
+
+def eip2612_permit(option: PaymentOption, *, owner: str, nonce: int, deadline: int) -> dict:
+    """EIP-2612 Permit letting Permit2 pull the offer's amount (gas-sponsored approval)."""
+    domain = {"name": str(option.extra.get("name") or "USDC"), "version": str(option.extra.get("version") or "2"),
+              "chainId": chain_id(option), "verifyingContract": option.asset}
+    message = {"owner": owner, "spender": PERMIT2_ADDRESS, "value": str(option.amount),
+               "nonce": str(int(nonce)), "deadline": str(int(deadline))}
+    return typed_data(domain, "Permit", {"Permit": EIP2612_PERMIT}, message)
+
+
+def eip2612_extension(permit_typed: dict, signature: str) -> dict:
+    """The `eip2612GasSponsoring` extension the facilitator reads (x402 Eip2612GasSponsoringInfo)."""
+    m = permit_typed["message"]
+    info = {"from": m["owner"], "asset": permit_typed["domain"]["verifyingContract"], "spender": m["spender"],
+            "amount": m["value"], "nonce": m["nonce"], "deadline": m["deadline"], "signature": signature,
+            "version": "1"}
+    return {EIP2612_GAS_SPONSORING_KEY: {"info": info}}
+
+
+class Permit2(PaymentScheme):
+    name = "permit2"
+    max_auths = SAFE_AUTH_COUNT
+
+    def selected_by(self, extra: Mapping[str, Any]) -> bool:
+        return extra.get("assetTransferMethod") == self.name
+
+    def domain(self, option: PaymentOption) -> dict:
+        return {"name": "Permit2", "chainId": chain_id(option), "verifyingContract": PERMIT2_ADDRESS}
+
+    def typed_data(self, option: PaymentOption, *, payer: str, nonce: int, deadline: int) -> dict:
+        """PermitWitnessTransferFrom for the x402 exact proxy, witness {to: payTo, validAfter 0}.
+
+        `payer` is not part of the signed message (Permit2 recovers it); it is accepted so every
+        scheme builds its typed data the same way.
+        """
+        del payer
+        message = {"permitted": {"token": option.asset, "amount": str(option.amount)},
+                   "spender": X402_EXACT_PERMIT2_PROXY, "nonce": str(int(nonce)), "deadline": str(int(deadline)),
+                   "witness": {"to": option.pay_to, "validAfter": "0"}}
+        return typed_data(self.domain(option), "PermitWitnessTransferFrom", WITNESS_TYPES, message)
+
+    def auth_object(self, option: PaymentOption, typed: dict, signature: str, *, payer: str,
+                    extensions: Mapping[str, Any] | None = None) -> dict:
+        """`payer` (the signer's address) is required: it is not in the signed message."""
+        if not payer:
+            raise ValueError("a Permit2 voucher needs the payer address")
+        m = typed["message"]
+        payload = {"signature": signature, "permit2Authorization": {
+            "permitted": dict(m["permitted"]), "from": payer, "spender": m["spender"],
+            "nonce": m["nonce"], "deadline": m["deadline"], "witness": dict(m["witness"])}}
+        return voucher(option, m["nonce"], payload, extensions)
+
+    def preflight(self, chain: "ChainClient", option: PaymentOption, wallet: str, *,
+                  offered_extensions: Mapping[str, Any] | None = None) -> SigningPlan:
+        """Gas sponsoring when offered and the token has EIP-2612 nonces; else a Permit2 approval must exist."""
+        base = None
+        if EIP2612_GAS_SPONSORING_KEY in (offered_extensions or {}):
+            base = chain.nonces(option.chain.name, option.asset, wallet)
+        if base is None and chain.allowance(option.chain.name, option.asset, wallet, PERMIT2_ADDRESS) == 0:
+            data = APPROVE_SELECTOR + PERMIT2_ADDRESS[2:].lower().rjust(64, "0") + "f" * 64
+            raise WalletError(f"wallet {wallet} has not approved Permit2 ({PERMIT2_ADDRESS}) to spend {option.asset} "
+                              f"on {option.chain.name}; nothing was signed",
+                              hint=f"send once from {wallet}: to={option.asset} data={data}")
+        return SigningPlan(permit_nonce_base=base)
+
+    def sign(self, sign_typed: SignTypedData, option: PaymentOption, *, payer: str, deadline: int,
+             index: int, plan: SigningPlan, extensions: dict | None) -> dict:
+        """With a permit nonce base, voucher `index` also carries an EIP-2612 permit with nonce base+index."""
+        typed = self.typed_data(option, payer=payer, nonce=new_nonce(), deadline=deadline)
+        signature = sign_typed(payer, typed)
+        extra = dict(extensions or {})
+        if plan.permit_nonce_base is not None:
+            permit = eip2612_permit(option, owner=payer, nonce=plan.permit_nonce_base + index, deadline=deadline)
+            extra.update(eip2612_extension(permit, sign_typed(payer, permit)))
+        return self.auth_object(option, typed, signature, payer=payer, extensions=extra or None)
+
+    def deadline(self, payload: Mapping[str, Any]) -> Any:
+        return (payload.get("permit2Authorization") or {}).get("deadline")
+
+
+SCHEME = Permit2()
+
+__all__ = ["SCHEME", "Permit2", "PERMIT2_ADDRESS", "X402_EXACT_PERMIT2_PROXY", "EIP2612_GAS_SPONSORING_KEY",
+           "eip2612_permit", "eip2612_extension", "new_nonce"]
