@@ -31,6 +31,15 @@ class BuyerClient:
                              hint=f"check the x402-buyer at {self.base_url}")
         return data
 
+    def remove(self, name: str, *, timeout: float = 5.0) -> None:
+        """`POST /admin/remove?name=`: the buyer stops spending `name` now. Memory only: its next reload
+        (every 5 s) brings the purchase back while the controller's files for it exist."""
+        url = f"{self.base_url}/admin/remove"
+        resp = send(self.session, "POST", url, peer="x402-buyer", timeout=timeout, params={"name": name})
+        if resp.status_code != 200:
+            raise X402BuyerError(f"x402-buyer /admin/remove answered HTTP {resp.status_code}: {resp.text[:200]}",
+                                 hint=f"check the x402-buyer at {self.base_url}")
+
     def try_status(self) -> dict[str, dict[str, Any]] | None:
         """The status, or None when the buyer cannot be asked (for display-only callers)."""
         try:

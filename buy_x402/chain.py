@@ -1,12 +1,16 @@
 """A minimal JSON-RPC client for the pod's eRPC gateway (`POST <ERPC_URL>/<chain>`).
 
-Only reads: code, ERC-20 balance/allowance, EIP-2612 nonces. Errors name the chain and the method so
-an operator can tell a missing RPC route from a token that does not exist.
+Reads (code, ERC-20 balance/allowance, EIP-2612 nonces, many `eth_call`s as bounded JSON-RPC batches,
+logs, blocks) and the few writes the skill makes itself: raw transactions the remote signer signed
+(voucher cancellation). Errors name the chain and the method so an operator can tell a missing RPC
+route from a token that does not exist.
 """
 from __future__ import annotations
 
 import itertools
-from typing import Any
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
 
 import requests
 
@@ -15,6 +19,11 @@ from .http import send
 from .offer import Chain
 
 RPC_TIMEOUT_S = 30.0
+BATCH_SIZE = 100          # JSON-RPC calls per batch request
+BATCH_WORKERS = 4         # batch requests in flight at once: bounded load on eRPC
+LOG_RANGE_BLOCKS = 10_000  # eth_getLogs block span per request (providers cap the range)
+RECEIPT_POLL_S = 0.5
+FALLBACK_TIP_WEI = 1_000_000_000
 SELECTOR_BALANCE_OF = "70a08231"
 SELECTOR_ALLOWANCE = "dd62ed3e"
 SELECTOR_NONCES = "7ecebe00"
@@ -105,4 +114,143 @@ class ChainClient:
         return int(result, 16)
 
 
-__all__ = ["ChainClient", "SELECTOR_BALANCE_OF", "SELECTOR_ALLOWANCE", "SELECTOR_NONCES"]
+    # -- many reads at once ------------------------------------------------------------------------
+    def batch(self, chain: Chain | str, calls: Sequence[tuple[str, list]]) -> list[Any]:
+        """Many JSON-RPC calls as batch requests of BATCH_SIZE, at most BATCH_WORKERS in flight.
+
+        Results come back in the order of `calls`; a call the node answered with an error is a
+        `ChainError` in its place (callers decide what one failed read means). A transport or HTTP
+        failure of a whole batch raises.
+        """
+        chunks = [list(calls[i:i + BATCH_SIZE]) for i in range(0, len(calls), BATCH_SIZE)]
+        if not chunks:
+            return []
+        if len(chunks) == 1:
+            return self._batch_once(chain, chunks[0])
+        with ThreadPoolExecutor(max_workers=min(BATCH_WORKERS, len(chunks))) as pool:
+            parts = list(pool.map(lambda chunk: self._batch_once(chain, chunk), chunks))
+        return [item for part in parts for item in part]
+
+    def _batch_once(self, chain: Chain | str, calls: list[tuple[str, list]]) -> list[Any]:
+        name = _name(chain)
+        ids = [next(self._ids) for _ in calls]
+        body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in zip(ids, calls)]
+        response = send(self.session, "POST", f"{self.erpc_url}/{name}", peer="chain RPC (eRPC)",
+                        timeout=RPC_TIMEOUT_S, json=body)
+        if response.status_code != 200:
+            raise ChainError(f"a batch of {len(calls)} calls on {name}: RPC answered HTTP {response.status_code}: "
+                             f"{response.text[:200]}", hint=f"check that ERPC_URL serves chain {name!r}",
+                             data={"chain": name, "status": response.status_code})
+        try:
+            doc = response.json()
+        except ValueError:
+            doc = None
+        if not isinstance(doc, list):
+            raise ChainError(f"a batch of {len(calls)} calls on {name}: the RPC did not answer a JSON-RPC batch: "
+                             f"{response.text[:200]}", data={"chain": name})
+        by_id = {item.get("id"): item for item in doc if isinstance(item, dict)}
+        out: list[Any] = []
+        for call_id, (method, _) in zip(ids, calls):
+            item = by_id.get(call_id)
+            if item is None:
+                out.append(ChainError(f"{method} on {name}: no answer in the batch", data={"chain": name}))
+            elif item.get("error") is not None:
+                error = item["error"]
+                text = error.get("message", error) if isinstance(error, dict) else error
+                out.append(ChainError(f"{method} on {name} failed: {text}",
+                                      data={"chain": name, "method": method, "rpc_error": error}))
+            else:
+                out.append(item.get("result"))
+        return out
+
+    def call_many(self, chain: Chain | str, calls: Sequence[tuple[str, str]]) -> list[Any]:
+        """`eth_call` of each (to, data) at "latest", batched; results in order (ChainError in place)."""
+        return self.batch(chain, [("eth_call", [{"to": to, "data": data}, "latest"]) for to, data in calls])
+
+    # -- blocks and logs -------------------------------------------------------------------------
+    def chain_id(self, chain: Chain | str) -> int:
+        return _uint(self.rpc(chain, "eth_chainId"), f"eth_chainId on {_name(chain)}")
+
+    def block_number(self, chain: Chain | str) -> int:
+        return _uint(self.rpc(chain, "eth_blockNumber"), f"eth_blockNumber on {_name(chain)}")
+
+    def block_timestamp(self, chain: Chain | str, number: int) -> int:
+        block = self.rpc(chain, "eth_getBlockByNumber", [hex(number), False])
+        if not isinstance(block, dict):
+            raise ChainError(f"block {number} on {_name(chain)} not found")
+        return _uint(block.get("timestamp"), f"timestamp of block {number}")
+
+    def block_at_or_before(self, chain: Chain | str, timestamp: int) -> int:
+        """The newest block mined at or before `timestamp` (0 when none): a binary search over headers,
+        about log2(height) reads, so log queries can start where a purchase began instead of at genesis."""
+        low, high = 0, self.block_number(chain)
+        if self.block_timestamp(chain, high) <= timestamp:
+            return high
+        while low < high:
+            mid = (low + high + 1) // 2
+            if self.block_timestamp(chain, mid) <= timestamp:
+                low = mid
+            else:
+                high = mid - 1
+        return low
+
+    def get_logs(self, chain: Chain | str, *, address: str, topics: list, from_block: int,
+                 to_block: int | None = None) -> list[dict]:
+        """`eth_getLogs` of `address` over [from_block, to_block], LOG_RANGE_BLOCKS per request, batched."""
+        last = self.block_number(chain) if to_block is None else to_block
+        spans = [(start, min(start + LOG_RANGE_BLOCKS - 1, last))
+                 for start in range(max(0, from_block), last + 1, LOG_RANGE_BLOCKS)]
+        answers = self.batch(chain, [("eth_getLogs", [{"address": address, "topics": topics, "fromBlock": hex(a),
+                                                       "toBlock": hex(b)}]) for a, b in spans])
+        logs: list[dict] = []
+        for answer in answers:
+            if isinstance(answer, ChainError):
+                raise answer
+            logs.extend(item for item in answer or [] if isinstance(item, dict))
+        return logs
+
+    # -- transactions (signed elsewhere: the remote signer holds the key) --------------------------
+    def eth_balance(self, chain: Chain | str, address: str) -> int:
+        return _uint(self.rpc(chain, "eth_getBalance", [address, "latest"]), f"eth_getBalance({address})")
+
+    def transaction_count(self, chain: Chain | str, address: str) -> int:
+        """The next nonce, counting transactions still pending."""
+        return _uint(self.rpc(chain, "eth_getTransactionCount", [address, "pending"]),
+                     f"eth_getTransactionCount({address})")
+
+    def estimate_gas(self, chain: Chain | str, *, sender: str, to: str, data: str) -> int:
+        return _uint(self.rpc(chain, "eth_estimateGas", [{"from": sender, "to": to, "data": data}]),
+                     f"eth_estimateGas to {to}")
+
+    def fees(self, chain: Chain | str) -> tuple[int, int]:
+        """(maxFeePerGas, maxPriorityFeePerGas) as the wallet skill's `send-tx` picks them: twice the
+        gas price plus the suggested tip (1 gwei when the node has no suggestion)."""
+        price = _uint(self.rpc(chain, "eth_gasPrice"), "eth_gasPrice")
+        try:
+            tip = _uint(self.rpc(chain, "eth_maxPriorityFeePerGas"), "eth_maxPriorityFeePerGas")
+        except ChainError:
+            tip = FALLBACK_TIP_WEI
+        return 2 * price + tip, tip
+
+    def send_raw_transaction(self, chain: Chain | str, raw: str) -> str:
+        result = self.rpc(chain, "eth_sendRawTransaction", [raw])
+        if not isinstance(result, str) or not result.startswith("0x"):
+            raise ChainError(f"eth_sendRawTransaction on {_name(chain)} returned no transaction hash: {result!r}")
+        return result
+
+    def wait_receipt(self, chain: Chain | str, tx_hash: str, *, timeout_s: float = 120.0) -> dict:
+        """The mined receipt of `tx_hash`; ChainError when none arrives in time."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            receipt = self.rpc(chain, "eth_getTransactionReceipt", [tx_hash])
+            if isinstance(receipt, dict) and receipt.get("blockNumber"):
+                return receipt
+            if time.monotonic() >= deadline:
+                raise ChainError(f"transaction {tx_hash} on {_name(chain)} was not mined within {timeout_s:g} s",
+                                 hint="check it later; re-running the command skips what is already done",
+                                 data={"transaction": tx_hash})
+            time.sleep(RECEIPT_POLL_S)
+
+
+__all__ = ["ChainClient", "SELECTOR_BALANCE_OF", "SELECTOR_ALLOWANCE", "SELECTOR_NONCES", "BATCH_SIZE",
+           "BATCH_WORKERS", "LOG_RANGE_BLOCKS"]

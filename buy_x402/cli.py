@@ -30,6 +30,13 @@ EPILOG = """exit codes:
   3    purchase written but not Ready within --timeout; the agent default was not touched
   4    purchase Ready (or default set/restore asked) but the default was NOT changed
   130  interrupted"""
+REMOVE_EPILOG = """exit codes:
+  0    removed: the PurchaseRequest is gone (with --revoke: every unspent voucher cancelled, checked on chain)
+  1    failed: the message says what, if anything, changed (nothing before the default or the chain was touched)
+  2    usage error
+  3    deleted but still there after --timeout (the controller is still draining it): re-run to keep waiting
+  4    the agent's default is this purchase's model and the previous one could not be put back: nothing removed
+  130  interrupted"""
 
 
 def boolish(text: str) -> bool:
@@ -169,6 +176,22 @@ def build_parser() -> Parser:
         p.add_argument("--auth-ttl", metavar="SECONDS|never")
         p.add_argument("--timeout", type=seconds)
         _json_flag(p)
+
+    # -- purchase lifecycle and money truth (remove, audit) --
+    p = add("remove", "remove:run", "stop a purchase: restore the agent's previous model if it uses this one, "
+            "delete the PurchaseRequest and wait until it is gone; --revoke cancels its unspent vouchers on chain",
+            epilog=REMOVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", help="purchase name (the PurchaseRequest)")
+    p.add_argument("--revoke", action="store_true",
+                   help="cancel every unspent voucher on chain first (a transaction per voucher; the wallet pays gas in ETH)")
+    p.add_argument("--force", action="store_true",
+                   help="remove even when the agent's default is this model and the previous one cannot be put back")
+    p.add_argument("--timeout", type=seconds, default=60.0, help="seconds to wait until it is gone (default 60)")
+    _json_flag(p)
+    p = add("audit", "audit:run", "every voucher's state on chain (settled, cancelled, unused, expired) against the "
+            "x402-buyer's count")
+    p.add_argument("name", nargs="?", help="one purchase (default: all)")
+    _json_flag(p)
 
     p = add("env", "env:run", "the resolved settings (secrets masked)")
     _json_flag(p)

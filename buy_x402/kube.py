@@ -256,8 +256,9 @@ class KubeClient:
         """PUT the status subresource (spec changes in `obj` are ignored by the server)."""
         return self._json("PUT", f"/{obj['metadata']['name']}/status", body=obj)
 
-    def delete(self, name: str) -> dict:
-        return self._json("DELETE", f"/{name}")
+    def delete(self, name: str, *, dry_run: bool = False) -> dict:
+        """DELETE; with `dry_run` the server checks permission and existence and deletes nothing."""
+        return self._json("DELETE", f"/{name}", params={"dryRun": "All"} if dry_run else None)
 
     def watch(self, name: str | None = None, resource_version: str | None = None,
               timeout_s: float = 60.0) -> Iterator[tuple[str, dict]]:

@@ -23,21 +23,39 @@ def render_text(result: Result) -> str:
 
 
 def _generic(data: dict[str, Any], indent: str = "") -> str:
+    """Any command without its own renderer: nested keys, lists as items; never a Python repr."""
     lines = []
     for key, value in data.items():
         if isinstance(value, dict):
             lines.append(f"{indent}{key}:")
             lines.append(_generic(value, indent + "  "))
+        elif isinstance(value, list):
+            lines.append(f"{indent}{key}:" + ("" if value else " none"))
+            for item in value:
+                if isinstance(item, dict):
+                    lines.append(_generic(item, indent + "  - ").replace(f"\n{indent}  - ", f"\n{indent}    "))
+                else:
+                    lines.append(f"{indent}  - {_scalar(item)}")
         else:
-            lines.append(f"{indent}{key}: {value}")
+            lines.append(f"{indent}{key}: {_scalar(value)}")
     return "\n".join(line for line in lines if line)
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 @renderer("env")
 def _env(data: dict[str, Any]) -> str:
     rows = data["settings"]
     width = max(len(r["env"]) for r in rows)
-    return "\n".join(f"{r['env']:<{width}}  {r['value']}" for r in rows)
+    # Flags arrive as the text of a bool; a person reads yes/no.
+    shown = {"True": "yes", "False": "no"}
+    return "\n".join(f"{r['env']:<{width}}  {shown.get(r['value'], r['value'])}".rstrip() for r in rows)
 
 
 def _option_lines(option: dict[str, Any]) -> list[str]:
@@ -80,8 +98,9 @@ def _paid(data: dict[str, Any]) -> str:
     lines = [f"Paid {data['price']['display']} on {data['option']['chain']} "
              f"(x402 v{data['x402Version']}, {data['paymentHeader']}); HTTP {data['status']}"]
     if settlement:
-        lines.append(f"Settlement: success={settlement.get('success')} tx={settlement.get('transaction')} "
-                     f"payer={settlement.get('payer')} network={settlement.get('network')}")
+        lines.append(f"Settlement: success={_scalar(settlement.get('success'))} "
+                     f"tx={_scalar(settlement.get('transaction'))} payer={_scalar(settlement.get('payer'))} "
+                     f"network={_scalar(settlement.get('network'))}")
     answer = data.get("content")
     body = answer if isinstance(answer, str) else data.get("body", "")
     if body:
@@ -190,3 +209,177 @@ def _schedule(data: dict[str, Any]) -> str:
     state = "Created" if data.get("created") else "Already scheduled:"
     return (f"{state} Hermes cron job {data['job']!r} ({data['schedule']}, id {data['id']}) running "
             f"{data['script']} (script mode, silent unless something changes).")
+
+
+# --- buy, default, remove, audit: what a person reads ---------------------------------------------
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _refill_text(policy: dict[str, Any] | None) -> str:
+    if not (policy or {}).get("enabled"):
+        return "auto-refill off"
+    return f"auto-refill on (below {policy.get('threshold')} it signs {policy.get('count')} more)"
+
+
+def _adoption_lines(adopted: dict[str, Any]) -> list[str]:
+    if not adopted.get("changed"):
+        return [f"The agent already uses {adopted['model']}; nothing to change."]
+    lines = [f"The agent now uses {adopted['model']} (it used {adopted.get('previous') or 'no model'}); "
+             "the next chat turn is paid, no restart."]
+    canary = adopted.get("canary")
+    if canary:
+        lines.append(f"Canary: one paid request answered HTTP {canary.get('status')} (it spent one voucher).")
+    lines.append(f"Roll back: {adopted.get('rollback') or 'buy.py default restore'}")
+    return lines
+
+
+@renderer("buy")
+def _buy(data: dict[str, Any]) -> str:
+    from .amounts import format_amount
+    price = data["price"]
+    total = format_amount(int(price["atomic"]) * int(data["count"]), price.get("decimals"), price.get("symbol"))
+    head = (f"Topped up {data['name']} ({data['alias']})" if data.get("topup")
+            else f"Bought {data['alias']} as purchase {data['name']}")
+    lines = [f"{head}: {_plural(data['count'], 'voucher')} at {price['display']} each (at most {total}) "
+             f"on {data['chain']}.",
+             f"Pool: {_plural(data['pool'], 'active voucher')}; {_refill_text(data.get('autoRefill'))}.",
+             f"Seller: {data['endpoint']} (model {data['model']})"]
+    status = data.get("status") or {}
+    if status.get("ready"):
+        lines.append(f"Ready: LiteLLM serves {status.get('publicModel') or data['alias']} "
+                     f"({status.get('remaining')} vouchers live in the x402-buyer).")
+    else:
+        lines.append(f"Not Ready yet: {status.get('message') or 'no status yet'}.")
+    adopted = data.get("set_default")
+    if adopted:
+        lines += _adoption_lines(adopted)
+    elif status.get("ready"):
+        lines.append(f"The agent's own model is unchanged; to chat with this one: buy.py default set {data['alias']}")
+    schedule = data.get("schedule")
+    if schedule:
+        lines.append(f"Upkeep: Hermes cron job {schedule.get('job')!s} runs `process --all` every few minutes.")
+    return "\n".join(lines)
+
+
+@renderer("default")
+def _default(data: dict[str, Any]) -> str:
+    action = data.get("action") or "show"
+    if action == "set":
+        if "changed" not in data:
+            return ""  # refused: the error (and its fix) follow on stderr
+        return "\n".join(_adoption_lines(data) + [f"Config: {data['config']} (profile {data.get('profile')})"])
+    if action == "restore":
+        if "changed" not in data:
+            return ""
+        return (f"The agent uses {data['model']} again (it used {data['replaced']}); the next chat turn uses it.\n"
+                f"Config: {data['config']}")
+    lines = [f"The agent chats with {data.get('model') or '(no model set)'}.",
+             f"Config: {data['config']} (profile {data.get('profile')}"
+             + (", managed by the operator: never written)" if data.get("managed") else ")")]
+    if data.get("adopted_by_buy_x402"):
+        lines.append(f"Adopted by buy-x402 at {data.get('at')} from purchase {data.get('purchase')}; "
+                     f"it replaced {data.get('previous') or 'no model'}.")
+        live = data.get("live")
+        if live:
+            lines.append(f"Its pool: {live.get('remaining')} vouchers left, {live.get('spent')} spent.")
+        elif "live" in data:
+            lines.append("Its pool: unknown (the x402-buyer does not answer).")
+        lines.append(f"Roll back: {data.get('rollback')}")
+    else:
+        lines.append("Not set by buy-x402 (nothing to restore).")
+    return "\n".join(lines)
+
+
+def _expiry_text(still: dict[str, Any]) -> str:
+    latest = still.get("latest_expiry")
+    return "they never expire" if latest == "never" else f"the last expires {latest}"
+
+
+@renderer("remove")
+def _remove(data: dict[str, Any]) -> str:
+    lines = []
+    if data.get("state") == "gone":
+        lines.append(f"Removed purchase {data['name']} ({data['alias']}): the PurchaseRequest is gone "
+                     f"after {data.get('waited_s')} s.")
+    elif data.get("state"):
+        lines.append(f"Purchase {data['name']} ({data['alias']}) is deleted but still {data['state']}.")
+    default = data.get("default") or {}
+    if default.get("restored"):
+        lines.append(f"Agent default: {default['model']} again (it was {default['replaced']}).")
+    elif default.get("was_default"):
+        lines.append(f"Agent default: still {default['model']}, which stops answering now: "
+                     "set another with `buy.py default set MODEL`.")
+    elif default.get("checked"):
+        lines.append(f"Agent default: {default.get('model')} (unchanged; it did not use this purchase).")
+    elif default:
+        lines.append("Agent default: not checked (its config could not be read).")
+    revoked = data.get("revoked")
+    if revoked:
+        done = revoked.get("cancelled") or []
+        txs = revoked.get("transactions") or []
+        gas = sum(int(t.get("gasUsed") or 0) for t in txs)
+        lines.append(f"Cancelled on chain: {_plural(len(done), 'voucher')} in {_plural(len(txs), 'transaction')}"
+                     f" ({gas} gas)." if done else "Cancelled on chain: nothing was left to cancel.")
+        if revoked.get("settled_meanwhile"):
+            lines.append(f"  {_plural(len(revoked['settled_meanwhile']), 'voucher')} settled before the "
+                         "cancellation arrived.")
+    vouchers = data.get("vouchers") or {}
+    still = vouchers.get("still_valid") or {}
+    counts = vouchers.get("counts")
+    if counts:
+        shown = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+        lines.append(f"Its {_plural(vouchers.get('in_spec', 0), 'voucher')} on chain: {shown or 'none'}.")
+    if still.get("count"):
+        seen = still.get("seen_by_seller")
+        seen_text = f" ({seen} of them already sent to the seller)" if seen else ""
+        lines.append(f"Still valid: {_plural(still['count'], 'signed voucher')} worth {still.get('display')}"
+                     f"{seen_text}; {_expiry_text(still)}. Whoever holds a copy can settle them to "
+                     f"{data.get('payTo')} until then" + ("" if data.get("revoked") else
+                                                          "; only `remove --revoke` (before removal) cancels them."))
+    elif vouchers:
+        lines.append("No voucher of this purchase can be charged any more (checked on chain)."
+                     if vouchers.get("source") == "chain" else "No unspent vouchers by the x402-buyer's count.")
+    return "\n".join(lines)
+
+
+def _audit_money(row: dict[str, Any], atomic: str | int | None) -> str:
+    from .amounts import format_amount
+    money = row.get("money") or {}
+    try:
+        return format_amount(int(atomic or 0), money.get("decimals"), money.get("symbol"))
+    except (TypeError, ValueError):
+        return str(atomic)
+
+
+@renderer("audit")
+def _audit(data: dict[str, Any]) -> str:
+    rows = data.get("purchases") or []
+    if not rows:
+        return "No purchases to audit."
+    lines = []
+    for row in rows:
+        counts = row.get("counts") or {}
+        shown = ", ".join(f"{n} {state}" for state, n in counts.items() if n) or "no vouchers"
+        mark = "OK" if row.get("ok") else "MISMATCH"
+        lines.append(f"{row['name']} ({row.get('alias')}): {mark}: {row['vouchers_in_spec']} vouchers in the spec, "
+                     f"on chain {shown}.")
+        source = {"x402-buyer": "the x402-buyer", "status": "the PurchaseRequest status (buyer unreachable)"}.get(
+            row.get("remaining_source"), "nobody (unknown)")
+        lines.append(f"  Buyer ({source}): {row.get('remaining') if row.get('remaining') is not None else '?'} "
+                     f"held, {row.get('spent') if row.get('spent') is not None else '?'} spent in all; "
+                     f"settled on chain: {_audit_money(row, (row.get('values') or {}).get('settled'))}.")
+        still = row.get("still_valid") or {}
+        if still.get("count"):
+            lines.append(f"  Still spendable: {_plural(still['count'], 'voucher')} worth "
+                         f"{_audit_money(row, still.get('value'))}; {_expiry_text(still)}.")
+        if row.get("not_in_spec"):
+            lines.append(f"  Not checkable: {row['not_in_spec']} vouchers the buyer counts as spent are no longer in the "
+                         "spec (a top-up drops spent ones; the buyer also counts an earlier purchase of this name).")
+        for item in row.get("discrepancies") or []:
+            lines.append(f"  ! voucher #{item['index']} {item['id'][:18]}…: {item['text']}")
+    total = data.get("discrepancies") or 0
+    lines.append(f"{_plural(len(rows), 'purchase')}, {_plural(data.get('vouchers') or 0, 'voucher')} checked on "
+                 f"chain: " + ("everything matches." if data.get("ok") else f"{_plural(total, 'mismatch')}."))
+    return "\n".join(lines)

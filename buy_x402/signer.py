@@ -81,6 +81,21 @@ class SignerClient:
                               f"{response.text[:200]}")
         return normalize_signature(signature)
 
+    def sign_transaction(self, address: str, tx: dict) -> str:
+        """The raw signed EIP-1559 transaction (0x-hex) for `tx` in the remote signer's shape:
+        {chain_id, to, nonce, gas_limit, max_fee_per_gas, max_priority_fee_per_gas, value, data}."""
+        url = f"{self.base_url}/api/v1/sign/{address}/transaction"
+        response = send(self.session, "POST", url, peer="remote signer", timeout=SIGN_TIMEOUT_S, json=tx)
+        if response.status_code != 200:
+            raise self._error(response, "sign a transaction")
+        try:
+            raw = response.json().get("signed_transaction")
+        except (ValueError, AttributeError):
+            raw = None
+        if not isinstance(raw, str) or not re.match(r"^0x[0-9a-fA-F]+$", raw):
+            raise SignerError(f"remote signer returned no signed transaction: {response.text[:200]}")
+        return raw
+
     def _batch(self, count: int, make_one: Callable[[int], dict], on_progress: Progress | None,
                workers: int) -> list[dict]:
         """Run `make_one(i)` for i in 0..count-1 with bounded concurrency; results in order, all or nothing."""

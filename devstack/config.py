@@ -30,6 +30,12 @@ OFFERS = [
     {"offer": "kimi", "model": "kimi-k3", "price": "1000", "listed": True},
     {"offer": "glm", "model": "glm-5", "price": "1000", "listed": True},
     {"offer": "hidden", "model": "hidden-model", "price": "1000", "listed": False},
+    # One model per lifecycle test (remove, revoke, audit): a purchase one test leaves behind cannot block another.
+    {"offer": "olmo", "model": "olmo-3-32b", "price": "1000", "listed": True},
+    {"offer": "granite", "model": "granite-4", "price": "2000", "listed": True},
+    {"offer": "falcon", "model": "falcon-h2", "price": "1000", "listed": True},
+    {"offer": "jamba", "model": "jamba-2", "price": "1000", "listed": True},
+    {"offer": "nemo", "model": "nemo-3", "price": "1500", "listed": True},
 ]
 
 # The agent's free model: LiteLLM routes it to a tiny local upstream that answers canned text.

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -269,3 +270,15 @@ def seller_quotes_the_spec(stack) -> None:
     """Leave the drift seller quoting what the purchase expects, so the controller stays Ready."""
     _, price_file = drift_purchase(stack)
     price_file.write_text(kube(stack).get(DRIFTED)["spec"]["payment"]["price"])
+
+
+# Python reprs that must never reach a person: `{'`, `['`, `[{`, None/True/False, `<… object at …>`.
+# Kubernetes condition text ("Ready=True (Reconciled)") is how `status` shows conditions, not a repr.
+REPR = re.compile(r"\{'|\['|\[\{|\bNone\b|\bTrue\b|\bFalse\b|<[a-z_.]+ object at")
+CONDITION_TEXT = re.compile(r"\b[A-Z][A-Za-z]+=(True|False)\b")
+
+
+def assert_no_reprs(*texts: str) -> None:
+    for text in texts:
+        found = REPR.search(CONDITION_TEXT.sub("", text))
+        assert found is None, f"a Python repr in human output: {text!r}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from . import eip3009, permit2
-from .base import PaymentScheme, SigningPlan, echo_extensions
+from .base import OnChainVoucher, PaymentScheme, Revocation, SigningPlan, echo_extensions
 
 SCHEMES: dict[str, PaymentScheme] = {s.name: s for s in (eip3009.SCHEME, permit2.SCHEME)}
 DEFAULT = eip3009.SCHEME
@@ -32,4 +32,14 @@ def deadline_of(payload: Mapping[str, Any]) -> Any:
     return None
 
 
-__all__ = ["SCHEMES", "DEFAULT", "PaymentScheme", "SigningPlan", "for_extra", "of", "deadline_of", "echo_extensions"]
+def identify(auth: Mapping[str, Any], payment: Mapping[str, Any]) -> OnChainVoucher | None:
+    """A stored voucher as the chain knows it, by whichever scheme signed it; None when none recognises it."""
+    for scheme in SCHEMES.values():
+        found = scheme.identify(auth, payment)
+        if found is not None:
+            return found
+    return None
+
+
+__all__ = ["SCHEMES", "DEFAULT", "PaymentScheme", "SigningPlan", "OnChainVoucher", "Revocation", "for_extra", "of",
+           "deadline_of", "echo_extensions", "identify"]

@@ -2,7 +2,11 @@
 
 A payment scheme is one asset transfer method of x402's `exact` scheme (EIP-3009, Permit2, ...).
 Each lives in its own module and implements `PaymentScheme`; `schemes/__init__.py` registers it.
-Pure except `preflight`, which reads the chain: nothing here signs (the remote signer holds the key).
+Pure except `preflight`, which reads the chain: nothing here signs (the remote signer holds the key)
+and nothing sends. Besides signing, a scheme knows its vouchers on chain: which nonce a voucher
+spends (`identify`), the read that tells whether that nonce is used (`state_call`/`is_used`), the
+events that tell a settlement from a cancellation (`event_queries`/`cancelled_nonces`), and the
+calls that make unused nonces unusable for ever (`revocations`).
 """
 from __future__ import annotations
 
@@ -25,6 +29,36 @@ _DOMAIN_FIELDS = {
     "chainId": {"name": "chainId", "type": "uint256"},
     "verifyingContract": {"name": "verifyingContract", "type": "address"},
 }
+
+
+@dataclass(frozen=True)
+class OnChainVoucher:
+    """One stored voucher as the chain knows it: who signed, which nonce, what it pays, until when."""
+    id: str
+    scheme: str
+    chain: str                 # eRPC chain name
+    token: str
+    authorizer: str
+    nonce: int
+    value: int
+    pay_to: str
+    deadline: int | None       # None: no deadline found
+    domain: dict | None = None  # the EIP-712 domain the voucher was signed with, when revoking needs it
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """One transaction from the authorizer that makes the nonces of `covers` (voucher ids) unusable."""
+    to: str
+    data: str
+    covers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """eth_getLogs filter whose logs `cancelled_nonces` reads."""
+    address: str
+    topics: list
 
 
 @dataclass(frozen=True)
@@ -65,6 +99,32 @@ class PaymentScheme(abc.ABC):
     def deadline(self, payload: Mapping[str, Any]) -> Any:
         """When a stored voucher's payload stops being payable (raw value), or None if not this scheme's."""
 
+    # -- the voucher on chain ------------------------------------------------------------------
+    @abc.abstractmethod
+    def identify(self, auth: Mapping[str, Any], payment: Mapping[str, Any]) -> OnChainVoucher | None:
+        """A `spec.preSignedAuths` element (with the purchase's `spec.payment`) as the chain knows it;
+        None when it is not this scheme's voucher."""
+
+    @abc.abstractmethod
+    def state_call(self, voucher: OnChainVoucher) -> tuple[str, str]:
+        """(to, data) of the `eth_call` whose answer `is_used` reads."""
+
+    @abc.abstractmethod
+    def is_used(self, voucher: OnChainVoucher, result: str) -> bool:
+        """Whether the voucher's nonce can no longer be spent (settled or cancelled)."""
+
+    @abc.abstractmethod
+    def event_queries(self, vouchers: list[OnChainVoucher]) -> list[EventQuery]:
+        """Log filters that find the cancellations (and, where the scheme logs them, the settlements)."""
+
+    @abc.abstractmethod
+    def cancelled_nonces(self, vouchers: list[OnChainVoucher], logs: list[dict]) -> set[str]:
+        """Ids of `vouchers` whose nonce the logs show cancelled (a used nonce without one was settled)."""
+
+    @abc.abstractmethod
+    def revocations(self, vouchers: list[OnChainVoucher], sign_typed: SignTypedData) -> list[Revocation]:
+        """The transactions, sent by the authorizer, that make these unused nonces unusable for ever."""
+
 
 def chain_id(option: PaymentOption) -> int:
     if option.chain is None:
@@ -101,5 +161,12 @@ def echo_extensions(extensions: Mapping[str, Any] | None) -> dict | None:
     return echoed or None
 
 
-__all__ = ["PaymentScheme", "SigningPlan", "SignTypedData", "chain_id", "typed_data", "accepted", "voucher",
+def int_or_none(value: Any) -> int | None:
+    try:
+        return int(str(value), 0) if isinstance(value, str) and value.startswith("0x") else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+__all__ = ["PaymentScheme", "SigningPlan", "OnChainVoucher", "Revocation", "EventQuery", "int_or_none", "SignTypedData", "chain_id", "typed_data", "accepted", "voucher",
            "echo_extensions"]

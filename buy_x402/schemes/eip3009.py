@@ -4,9 +4,11 @@ from __future__ import annotations
 import secrets
 from typing import Any, Mapping
 
+from .. import abi
 from ..amounts import MAX_AUTH_COUNT
-from ..offer import PaymentOption, is_canonical_usdc
-from .base import PaymentScheme, SignTypedData, SigningPlan, chain_id, typed_data, voucher
+from ..offer import PaymentOption, chain_or_none, is_canonical_usdc
+from .base import (EventQuery, OnChainVoucher, PaymentScheme, Revocation, SignTypedData, SigningPlan, chain_id,
+                   int_or_none, typed_data, voucher)
 
 # The name/version each chain's canonical USDC signs with; anything else falls back to ("USDC", "2").
 USDC_DOMAINS = {"mainnet": ("USD Coin", "2"), "base": ("USD Coin", "2"), "base-sepolia": ("USDC", "2")}
@@ -17,6 +19,10 @@ TRANSFER_WITH_AUTHORIZATION = [
     {"name": "value", "type": "uint256"},
     {"name": "validAfter", "type": "uint256"},
     {"name": "validBefore", "type": "uint256"},
+    {"name": "nonce", "type": "bytes32"},
+]
+CANCEL_AUTHORIZATION = [
+    {"name": "authorizer", "type": "address"},
     {"name": "nonce", "type": "bytes32"},
 ]
 
@@ -73,7 +79,74 @@ class Eip3009(PaymentScheme):
     def deadline(self, payload: Mapping[str, Any]) -> Any:
         return (payload.get("authorization") or {}).get("validBefore")
 
+    # -- the voucher on chain ------------------------------------------------------------------
+    def identify(self, auth: Mapping[str, Any], payment: Mapping[str, Any]) -> OnChainVoucher | None:
+        """A `{id, payment}` voucher, or a legacy flat auth, signed with transferWithAuthorization."""
+        doc = auth.get("payment") if isinstance(auth.get("payment"), Mapping) else None
+        if doc is not None:
+            fields = (doc.get("payload") or {}).get("authorization")
+            accepted = doc.get("accepted") if isinstance(doc.get("accepted"), Mapping) else {}
+            extra = dict(accepted.get("extra") or {}) if isinstance(accepted.get("extra"), Mapping) else {}
+        else:
+            fields, accepted = auth, {}
+            name, version = payment.get("eip712Name"), payment.get("eip712Version")
+            extra = {"eip712Domain": {"name": name, "version": version}} if name and version else {}
+        if not isinstance(fields, Mapping) or not fields.get("nonce") or not fields.get("from"):
+            return None
+        chain = chain_or_none(payment.get("network")) or chain_or_none(accepted.get("network"))
+        token = str(accepted.get("asset") or payment.get("asset") or "")
+        nonce, value = int_or_none(fields.get("nonce")), int_or_none(fields.get("value"))
+        if chain is None or not token or nonce is None:
+            return None
+        option = PaymentOption(index=0, scheme="exact", network=chain.caip2, chain=chain, amount=value or 0,
+                               asset=token, pay_to=str(fields.get("to") or ""), extra=extra)
+        return OnChainVoucher(id=str(auth.get("id") or fields.get("nonce")), scheme=self.name, chain=chain.name,
+                              token=token, authorizer=str(fields["from"]), nonce=nonce, value=value or 0,
+                              pay_to=str(fields.get("to") or ""), deadline=int_or_none(fields.get("validBefore")),
+                              domain=self.domain(option))
+
+    def state_call(self, voucher: OnChainVoucher) -> tuple[str, str]:
+        return voucher.token, abi.call_data(abi.AUTHORIZATION_STATE, abi.address_word(voucher.authorizer),
+                                            abi.bytes32_word(voucher.nonce))
+
+    def is_used(self, voucher: OnChainVoucher, result: str) -> bool:
+        return any(abi.words(result)[:1])
+
+    def event_queries(self, vouchers: list[OnChainVoucher]) -> list[EventQuery]:
+        """AuthorizationUsed and AuthorizationCanceled of each (token, authorizer): the token logs both."""
+        pairs = sorted({(v.token.lower(), v.authorizer.lower()) for v in vouchers})
+        return [EventQuery(token, [[abi.TOPIC_AUTHORIZATION_USED, abi.TOPIC_AUTHORIZATION_CANCELED],
+                                   abi.topic_address(authorizer)]) for token, authorizer in pairs]
+
+    def cancelled_nonces(self, vouchers: list[OnChainVoucher], logs: list[dict]) -> set[str]:
+        cancelled = set()
+        for log in logs:
+            topics = [str(t).lower() for t in log.get("topics") or []]
+            if len(topics) == 3 and topics[0] == abi.TOPIC_AUTHORIZATION_CANCELED:
+                cancelled.add((str(log.get("address") or "").lower(), int(topics[1], 16), int(topics[2], 16)))
+        return {v.id for v in vouchers
+                if (v.token.lower(), int(v.authorizer, 16), v.nonce) in cancelled}
+
+    def cancel_typed_data(self, voucher: OnChainVoucher) -> dict:
+        """CancelAuthorization(authorizer, nonce) in the token's EIP-712 domain (the one the voucher used)."""
+        if not voucher.domain:
+            raise ValueError(f"voucher {voucher.id} has no signing domain to cancel it in")
+        message = {"authorizer": voucher.authorizer, "nonce": "0x" + abi.bytes32_word(voucher.nonce)}
+        return typed_data(dict(voucher.domain), "CancelAuthorization",
+                          {"CancelAuthorization": CANCEL_AUTHORIZATION}, message)
+
+    def revocations(self, vouchers: list[OnChainVoucher], sign_typed: SignTypedData) -> list[Revocation]:
+        """One `cancelAuthorization(authorizer, nonce, v, r, s)` per voucher, signed by the authorizer
+        (the v,r,s overload: every FiatTokenV2 version has it)."""
+        out = []
+        for v in vouchers:
+            sig_v, r, s = abi.split_signature(sign_typed(v.authorizer, self.cancel_typed_data(v)))
+            data = abi.call_data(abi.CANCEL_AUTHORIZATION, abi.address_word(v.authorizer), abi.bytes32_word(v.nonce),
+                                 abi.uint_word(sig_v), r, s)
+            out.append(Revocation(v.token, data, (v.id,)))
+        return out
+
 
 SCHEME = Eip3009()
 
-__all__ = ["SCHEME", "Eip3009", "USDC_DOMAINS", "new_nonce"]
+__all__ = ["SCHEME", "Eip3009", "USDC_DOMAINS", "CANCEL_AUTHORIZATION", "new_nonce"]

@@ -9,9 +9,11 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Any, Mapping
 
+from .. import abi
 from ..errors import WalletError
-from ..offer import PaymentOption
-from .base import PaymentScheme, SignTypedData, SigningPlan, chain_id, typed_data, voucher
+from ..offer import PaymentOption, chain_or_none
+from .base import (EventQuery, OnChainVoucher, PaymentScheme, Revocation, SignTypedData, SigningPlan, chain_id,
+                   int_or_none, typed_data, voucher)
 
 if TYPE_CHECKING:
     from ..chain import ChainClient
@@ -123,6 +125,66 @@ class Permit2(PaymentScheme):
 
     def deadline(self, payload: Mapping[str, Any]) -> Any:
         return (payload.get("permit2Authorization") or {}).get("deadline")
+
+    # -- the voucher on chain: Permit2's unordered nonces (word = nonce >> 8, bit = nonce & 0xff) --
+    def identify(self, auth: Mapping[str, Any], payment: Mapping[str, Any]) -> OnChainVoucher | None:
+        doc = auth.get("payment") if isinstance(auth.get("payment"), Mapping) else {}
+        fields = (doc.get("payload") or {}).get("permit2Authorization") if isinstance(doc, Mapping) else None
+        if not isinstance(fields, Mapping) or not fields.get("from"):
+            return None
+        accepted = doc.get("accepted") if isinstance(doc.get("accepted"), Mapping) else {}
+        chain = chain_or_none(payment.get("network")) or chain_or_none(accepted.get("network"))
+        permitted = fields.get("permitted") if isinstance(fields.get("permitted"), Mapping) else {}
+        witness = fields.get("witness") if isinstance(fields.get("witness"), Mapping) else {}
+        nonce = int_or_none(fields.get("nonce"))
+        token = str(permitted.get("token") or accepted.get("asset") or payment.get("asset") or "")
+        if chain is None or nonce is None or not token:
+            return None
+        return OnChainVoucher(id=str(auth.get("id") or fields.get("nonce")), scheme=self.name, chain=chain.name,
+                              token=token, authorizer=str(fields["from"]), nonce=nonce,
+                              value=int_or_none(permitted.get("amount")) or 0, pay_to=str(witness.get("to") or ""),
+                              deadline=int_or_none(fields.get("deadline")))
+
+    def state_call(self, voucher: OnChainVoucher) -> tuple[str, str]:
+        return PERMIT2_ADDRESS, abi.call_data(abi.NONCE_BITMAP, abi.address_word(voucher.authorizer),
+                                              abi.uint_word(voucher.nonce >> 8))
+
+    def is_used(self, voucher: OnChainVoucher, result: str) -> bool:
+        bitmap = (abi.words(result) or [0])[0]
+        return bool((bitmap >> (voucher.nonce & 0xFF)) & 1)
+
+    def event_queries(self, vouchers: list[OnChainVoucher]) -> list[EventQuery]:
+        """UnorderedNonceInvalidation of each owner; a Permit2 settlement logs no nonce event."""
+        owners = sorted({v.authorizer.lower() for v in vouchers})
+        return [EventQuery(PERMIT2_ADDRESS, [abi.TOPIC_UNORDERED_NONCE_INVALIDATION, abi.topic_address(owner)])
+                for owner in owners]
+
+    def cancelled_nonces(self, vouchers: list[OnChainVoucher], logs: list[dict]) -> set[str]:
+        invalidated: dict[tuple[int, int], int] = {}
+        for log in logs:
+            topics = [str(t).lower() for t in log.get("topics") or []]
+            data = abi.words(str(log.get("data") or ""))
+            if len(topics) == 2 and topics[0] == abi.TOPIC_UNORDERED_NONCE_INVALIDATION and len(data) >= 2:
+                key = (int(topics[1], 16), data[0])
+                invalidated[key] = invalidated.get(key, 0) | data[1]
+        return {v.id for v in vouchers
+                if (invalidated.get((int(v.authorizer, 16), v.nonce >> 8), 0) >> (v.nonce & 0xFF)) & 1}
+
+    def revocations(self, vouchers: list[OnChainVoucher], sign_typed: SignTypedData) -> list[Revocation]:
+        """`invalidateUnorderedNonces(word, mask)` on Permit2, one per owner and word; msg.sender is the
+        owner, so nothing is signed but the transaction."""
+        del sign_typed
+        groups: dict[tuple[str, int], list[OnChainVoucher]] = {}
+        for v in vouchers:
+            groups.setdefault((v.authorizer.lower(), v.nonce >> 8), []).append(v)
+        out = []
+        for (_, word), members in sorted(groups.items()):
+            mask = 0
+            for v in members:
+                mask |= 1 << (v.nonce & 0xFF)
+            data = abi.call_data(abi.INVALIDATE_UNORDERED_NONCES, abi.uint_word(word), abi.uint_word(mask))
+            out.append(Revocation(PERMIT2_ADDRESS, data, tuple(v.id for v in members)))
+        return out
 
 
 SCHEME = Permit2()

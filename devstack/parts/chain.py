@@ -1,7 +1,8 @@
 """The local chain: anvil as Base Sepolia (84532) with the USDC-like token at USDC's real address.
 
 The token's runtime code (devstack/contracts/TestUSDC.json, compiled once and committed) is placed
-with anvil_setCode, so nothing compiles at start-up. The agent is funded by the token's open mint.
+with anvil_setCode, so nothing compiles at start-up; so is the canonical Permit2 (Permit2.runtime.hex),
+which every real chain has at its canonical address. The agent is funded by the token's open mint.
 anvil serves JSON-RPC only on `/`, so an eRPC-like router (devstack/sim/erpc.py) gives buy.py the
 `POST <ERPC_URL>/base-sepolia` shape it uses in a pod.
 """
@@ -20,6 +21,8 @@ from ..stack import Stack
 
 IDLE_BLOCK_SECONDS = 5
 ARTIFACT = Path(__file__).resolve().parent.parent / "contracts" / "TestUSDC.json"
+PERMIT2_CODE = Path(__file__).resolve().parent.parent / "contracts" / "Permit2.runtime.hex"
+PERMIT2_ADDRESS = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
 
 
 def rpc(url: str, method: str, params: list | None = None, timeout: float = 10.0):
@@ -56,6 +59,12 @@ def place_token(url: str, address: str) -> None:
     rpc(url, "anvil_setCode", [address, runtime])
 
 
+def place_permit2(url: str) -> None:
+    """Put the canonical Permit2 code at its canonical address, where every real chain has it
+    (devstack/contracts/Permit2.md says where the code comes from)."""
+    rpc(url, "anvil_setCode", [PERMIT2_ADDRESS, "0x" + PERMIT2_CODE.read_text().strip()])
+
+
 def mint(url: str, token: str, to: str, amount: int) -> None:
     """Mint from the facilitator account (unlocked on anvil) and fail if the receipt says so."""
     tx = rpc(url, "eth_sendTransaction", [{"from": address_of(config.FACILITATOR_KEY), "to": token,
@@ -90,6 +99,7 @@ def up(stack: Stack) -> None:
                      timeout=30, interval=0.05)
 
     place_token(anvil_url, config.USDC_ADDRESS)
+    place_permit2(anvil_url)
     agent = address_of(config.AGENT_KEY)
     mint(anvil_url, config.USDC_ADDRESS, agent, config.AGENT_FUNDING_ATOMIC)
     # On a fresh anvil eth_call at "latest" sees block.timestamp 1; a freshly mined block fixes that.

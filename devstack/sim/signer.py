@@ -81,13 +81,18 @@ def sign_hash(account, body: dict) -> dict:
     return {"signature": _signature_hex(account.unsafe_sign_hash(digest))}
 
 
+def _number(value) -> int:
+    """A JSON number or a decimal / 0x-hex string: the wallet skill's send-tx sends `value` as 0x-hex."""
+    return int(value, 0) if isinstance(value, str) else int(value)
+
+
 def sign_transaction(account, body: dict) -> dict:
     _require(body, "chain_id", "nonce", "gas_limit", "max_fee_per_gas")
     try:
         tx = {"type": 2, "chainId": int(body["chain_id"]), "nonce": int(body["nonce"]),
               "gas": int(body["gas_limit"]), "maxFeePerGas": int(body["max_fee_per_gas"]),
               "maxPriorityFeePerGas": int(body.get("max_priority_fee_per_gas") or 0),
-              "value": int(body.get("value") or 0), "data": body.get("data") or "0x"}
+              "value": _number(body.get("value") or 0), "data": body.get("data") or "0x"}
         if body.get("to"):
             tx["to"] = body["to"]
         signed = account.sign_transaction(tx)
