@@ -130,6 +130,16 @@ def test_remove_revoke_cancels_every_unspent_voucher_and_a_replay_fails_on_chain
     assert authorization_state(stack, wallet, spent_one["id"]) is True
     assert authorization_state(stack, wallet, kept["id"]) is False
 
+    # A peer --revoke needs is down: refused, naming it, before anything changes.
+    for variable, peer in (("ERPC_URL", "chain RPC"), ("REMOTE_SIGNER_URL", "remote signer")):
+        before = unchanged_snapshot(stack, name)
+        down = run_buy(["remove", name, "--revoke", "--json"],
+                       stack_env(stack, **{variable: f"http://127.0.0.1:{closed_port()}"}))
+        assert down.returncode == 1, down.stdout + down.stderr
+        assert peer in down.json["error"]["message"]
+        assert "rm-granite was not removed and nothing changed" in down.json["error"]["message"]
+        assert unchanged_snapshot(stack, name) == before
+
     # The wallet cannot pay the gas: refused before anything is sent, signed or deleted.
     eth = eth_balance(stack, wallet)
     rpc(stack, "anvil_setBalance", [wallet, "0x0"])
@@ -261,7 +271,7 @@ def test_audit_reports_a_voucher_the_seller_settled_that_the_buyer_did_not_count
     # The seller settles a voucher of the buyer's pool by hand: money moves, the buyer never spent it.
     pool = kube(stack).get(name)["spec"]["preSignedAuths"]
     wallet, pay_to = agent(stack), stack.info["chain"]["pay_to"]
-    seller_before = usdc_balance(stack, pay_to)
+    seller_before, buyer_spent = usdc_balance(stack, pay_to), live(stack)[name]["spent"]
     receipt = settle_by_hand(stack, pool[2])
     assert receipt["status"] == "0x1"
     assert usdc_balance(stack, pay_to) - seller_before == int(offer(stack, model)["price"])
@@ -274,7 +284,7 @@ def test_audit_reports_a_voucher_the_seller_settled_that_the_buyer_did_not_count
     assert row["values"]["settled"] == str(2 * int(offer(stack, model)["price"]))
     [flag] = row["discrepancies"]
     assert flag["kind"] == "settled_not_counted" and flag["index"] == 2 and flag["id"] == pool[2]["id"]
-    assert live(stack)[name]["spent"] == 1   # the buyer's word, which the audit does not take
+    assert live(stack)[name]["spent"] == buyer_spent   # the buyer's word, which the audit does not take
     text = run_buy(["audit", name], stack_env(stack))
     assert text.returncode == 0
     no_reprs(text.stdout, text.stderr)
@@ -290,6 +300,15 @@ def test_audit_reports_a_voucher_the_seller_settled_that_the_buyer_did_not_count
 def test_audit_of_an_unknown_purchase_fails_naming_it(stack):
     res = run_buy(["audit", "nope-nope", "--json"], stack_env(stack))
     assert res.returncode == 1 and "no purchase named 'nope-nope'" in res.json["error"]["message"]
+
+
+def test_audit_without_a_chain_fails_instead_of_taking_anyone_s_word(stack):
+    ensure = buy(stack, "au-down", "nemo-3", "--count", "1") if kube_get(stack, "au-down") is None else None
+    assert ensure is None or ensure.returncode == 0, ensure.stderr
+    res = run_buy(["audit", "--json"], stack_env(stack, ERPC_URL=f"http://127.0.0.1:{closed_port()}"))
+    assert res.returncode == 1
+    assert "cannot reach the chain RPC" in res.json["error"]["message"]
+    assert run_buy(["remove", "au-down", "--revoke"], stack_env(stack)).returncode == 0
 
 
 def test_human_output_of_the_everyday_commands_has_no_python_reprs(stack):

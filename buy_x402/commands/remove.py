@@ -41,26 +41,16 @@ def run(ctx: Context, args: Namespace) -> Result:
     if live is None:
         ctx.warn("the x402-buyer does not answer: it cannot be told to stop spending this purchase")
 
-    # 1. Every voucher's nonce on chain.
-    entries = ledger.entries_of(obj)
-    truth = _read_chain(peers, ctx, entries, args.revoke, since=ledger.created_at(obj))
+    # 1-3. Everything that can refuse without changing anything.
+    try:
+        entries, truth, plans = _check_before_any_change(peers, ctx, obj, args, deleting)
+    except BuyError as err:
+        if "nothing" not in err.message:
+            err.message += f"; {name} was not removed and nothing changed"
+        raise
     data: dict[str, Any] = {"name": name, "alias": alias, "namespace": peers.kube.config.namespace,
                             "price": money(int((spec.get("payment") or {}).get("price") or 0)),
                             "payTo": (spec.get("payment") or {}).get("payTo"), "was_deleting": deleting}
-
-    # 2. The revocation, planned and paid for before anything changes.
-    plans: list[revocation.Plan] = []
-    if args.revoke:
-        unknown = [e.id for e in entries if e.state == ledger.UNKNOWN]
-        if unknown:
-            raise PurchaseError(f"{len(unknown)} voucher(s) of {name} cannot be read on chain, so they cannot be "
-                                f"shown cancelled: {', '.join(unknown[:5])}; nothing was changed",
-                                hint="check the chain RPC (ERPC_URL) and re-run")
-        plans = revocation.plan(peers, [e.voucher for e in entries if e.state == ledger.UNUSED])
-
-    # 3. Permission to delete.
-    if not deleting:
-        peers.kube.delete(name, dry_run=True)
 
     # 4. Never leave the agent on the model that is about to go.
     data["default"] = _release_default(peers, ctx, name, alias, args.force)
@@ -94,6 +84,24 @@ def run(ctx: Context, args: Namespace) -> Result:
     return Result("remove", data)
 
 
+def _check_before_any_change(peers: Peers, ctx: Context, obj: dict, args: Namespace, deleting: bool):
+    """Steps 1-3: read every nonce on chain, plan (and pay for) the revocation, check the delete is allowed."""
+    name = args.name
+    entries = ledger.entries_of(obj)
+    truth = _read_chain(peers, ctx, entries, args.revoke, since=ledger.created_at(obj))
+    plans: list[revocation.Plan] = []
+    if args.revoke:
+        unknown = [e.id for e in entries if e.state == ledger.UNKNOWN]
+        if unknown:
+            raise PurchaseError(f"{len(unknown)} voucher(s) of {name} cannot be read on chain, so they cannot be "
+                                f"shown cancelled: {', '.join(unknown[:5])}",
+                                hint="check the chain RPC (ERPC_URL) and re-run")
+        plans = revocation.plan(peers, [e.voucher for e in entries if e.state == ledger.UNUSED])
+    if not deleting:
+        peers.kube.delete(name, dry_run=True)
+    return entries, truth, plans
+
+
 def _get(peers: Peers, name: str) -> dict:
     try:
         return peers.kube.get(name)
@@ -122,7 +130,7 @@ def _read_chain(peers: Peers, ctx: Context, entries: list[ledger.Entry], require
         warnings = ledger.read_states(peers.chain, entries, now=time.time(), since=since)
     except BuyError as err:
         if required:
-            raise BuyError(f"the vouchers' state on chain cannot be read ({err.message}); nothing was changed",
+            raise BuyError(f"the vouchers' state on chain cannot be read ({err.message})",
                            code=err.code, hint=err.hint or "check ERPC_URL and re-run") from err
         ctx.warn(f"the vouchers' state on chain cannot be read ({err.message}); the unspent count below is the "
                  "x402-buyer's word")
