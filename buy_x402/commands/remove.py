@@ -148,7 +148,8 @@ def _release_default(peers: Peers, ctx: Context, name: str, alias: str, force: b
     except BuyError as err:
         if not force:
             raise DefaultNotChanged(f"cannot tell whether the agent uses {alias} ({err.message}); {name} was not "
-                                    "removed", cause=err, hint="fix the agent's config, or pass --force") from err
+                                    "removed and nothing changed", cause=err,
+                                    hint="fix the agent's config, or pass --force") from err
         ctx.warn(f"--force: removing {name} without knowing whether the agent uses {alias} ({err.message})")
         return {"checked": False, "error": err.message}
     if current != alias:
@@ -174,18 +175,19 @@ def _revoke(peers: Peers, ctx: Context, entries: list[ledger.Entry], plans: list
             data: dict) -> dict[str, Any]:
     wanted = [e for e in entries if e.state == ledger.UNUSED]
     report: dict[str, Any] = {"wanted": len(wanted), "plans": [p.view() for p in plans], "transactions": []}
-    if wanted:
-        ctx.notify(f"Cancelling {len(wanted)} unspent voucher(s) of {name} on chain ...")
-        try:
+    try:
+        if wanted:
+            ctx.notify(f"Cancelling {len(wanted)} unspent voucher(s) of {name} on chain ...")
             report["transactions"] = revocation.execute(peers, plans, ctx.notify)
-        except BuyError as err:
-            err.message = f"{err.message}; {name} was not deleted{_default_note(data['default'])}"
-            err.data = {**err.data, "default": data["default"]}
-            raise
-    ledger.read_states(peers.chain, wanted, now=time.time(), since=ledger.created_at(obj), classify=True)
+        ledger.read_states(peers.chain, wanted, now=time.time(), since=ledger.created_at(obj), classify=True)
+    except BuyError as err:
+        err.message = f"{err.message}; {name} was not deleted{_default_note(data['default'])}"
+        err.data = {**err.data, "default": data["default"], "revoked": report}
+        raise
     report["cancelled"] = [e.id for e in wanted if e.state == ledger.CANCELLED]
     report["settled_meanwhile"] = [e.id for e in wanted if e.state == ledger.SETTLED]
-    left = [e.id for e in wanted if e.state in (ledger.UNUSED, ledger.UNKNOWN, ledger.USED)]
+    report["used_unclassified"] = [e.id for e in wanted if e.state == ledger.USED]   # used up; logs unreadable
+    left = [e.id for e in wanted if e.state in (ledger.UNUSED, ledger.UNKNOWN)]
     if left:
         raise PurchaseError(f"{len(left)} voucher(s) of {name} are still not shown cancelled on chain after the "
                             f"cancellation: {', '.join(left[:5])}; {name} was not deleted{_default_note(data['default'])}",
