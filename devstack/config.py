@@ -31,8 +31,8 @@ OFFERS = [
     {"offer": "glm", "model": "glm-5", "price": "1000", "listed": True},
     {"offer": "hidden", "model": "hidden-model", "price": "1000", "listed": False},
     # One model per lifecycle test (remove, revoke, audit): a purchase one test leaves behind cannot block another.
-    {"offer": "olmo", "model": "olmo-3-32b", "price": "1000", "listed": True},
-    {"offer": "granite", "model": "granite-4", "price": "2000", "listed": True},
+    {"offer": "aya", "model": "aya-32b", "price": "1000", "listed": True},
+    {"offer": "dbrx", "model": "dbrx-2", "price": "2000", "listed": True},
     {"offer": "falcon", "model": "falcon-h2", "price": "1000", "listed": True},
     {"offer": "jamba", "model": "jamba-2", "price": "1000", "listed": True},
     {"offer": "nemo", "model": "nemo-3", "price": "1500", "listed": True},

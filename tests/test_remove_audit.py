@@ -2,7 +2,7 @@
 cancelled vouchers that can never be charged (replayed on chain and through the seller), and money truth
 from the chain. Balances are read from anvil; every refusal leaves config, cluster and wallet as they were.
 
-Each test owns one model no other test buys (config.OFFERS: olmo, granite, falcon, jamba, nemo).
+Each test owns one model no other test buys (config.OFFERS: aya, dbrx, falcon, jamba, nemo).
 """
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def hermes_set(stack, model: str) -> None:
 # --- remove -----------------------------------------------------------------------------------------
 
 def test_remove_of_the_adopted_purchase_puts_the_previous_model_back_and_the_next_chat_is_free(stack):
-    name, model = "rm-olmo", "olmo-3-32b"
+    name, model = "rm-aya", "aya-32b"
     assert hermes_default(stack) == config.FREE_MODEL
     bought = buy(stack, name, model, "--count", "3", "--set-default", json_out=False)
     assert bought.returncode == 0, bought.stderr
@@ -104,7 +104,7 @@ def test_remove_of_the_adopted_purchase_puts_the_previous_model_back_and_the_nex
     assert res.returncode == 0, res.stdout + res.stderr
     no_reprs(res.stdout, res.stderr)
     assert f"Agent default: {config.FREE_MODEL} again (it was paid/{model})" in res.stdout
-    assert "Removed purchase rm-olmo (paid/olmo-3-32b): the PurchaseRequest is gone" in res.stdout
+    assert "Removed purchase rm-aya (paid/aya-32b): the PurchaseRequest is gone" in res.stdout
     # Two vouchers were spent (canary, chat) and settled; one was never sent: it stays valid, and the
     # output says so with its value and expiry.
     assert "1 signed voucher worth 0.001 USDC (1000 atomic)" in res.stdout
@@ -120,7 +120,7 @@ def test_remove_of_the_adopted_purchase_puts_the_previous_model_back_and_the_nex
 
 
 def test_remove_revoke_cancels_every_unspent_voucher_and_a_replay_fails_on_chain_and_at_the_seller(stack):
-    name, model = "rm-granite", "granite-4"
+    name, model = "rm-dbrx", "dbrx-2"
     bought = buy(stack, name, model, "--count", "4")
     assert bought.returncode == 0, bought.stderr
     spend(stack, model, 1)
@@ -137,7 +137,7 @@ def test_remove_revoke_cancels_every_unspent_voucher_and_a_replay_fails_on_chain
                        stack_env(stack, **{variable: f"http://127.0.0.1:{closed_port()}"}))
         assert down.returncode == 1, down.stdout + down.stderr
         assert peer in down.json["error"]["message"]
-        assert "rm-granite was not removed and nothing changed" in down.json["error"]["message"]
+        assert "rm-dbrx was not removed and nothing changed" in down.json["error"]["message"]
         assert unchanged_snapshot(stack, name) == before
 
     # The wallet cannot pay the gas: refused before anything is sent, signed or deleted.
@@ -314,7 +314,7 @@ def test_audit_without_a_chain_fails_instead_of_taking_anyone_s_word(stack):
 def test_human_output_of_the_everyday_commands_has_no_python_reprs(stack):
     env = stack_env(stack)
     for args in (["default"], ["default", "show"], ["list"], ["audit"], ["balance"], ["env"],
-                 ["probe", offer(stack, "olmo-3-32b")["url"]],
+                 ["probe", offer(stack, "aya-32b")["url"]],
                  ["default", "set", f"paid/{config.OFFERS[0]['model']}-not-bought", "--no-canary"]):
         res = run_buy(args, env)
         assert res.returncode in (0, 4), (args, res.stdout, res.stderr)
