@@ -10,7 +10,7 @@ import pytest
 from eth_abi import encode
 from eth_utils import keccak
 
-from buy_x402 import abi, ledger, revocation, schemes
+from buy_x402 import abi, voucher_states, revocation, schemes
 from buy_x402 import settings as settings_mod
 from buy_x402.offer import CHAINS, PaymentOption
 from buy_x402.peers import Peers
@@ -89,8 +89,8 @@ def test_permit2_vouchers_are_invalidated_on_chain_and_a_replay_reverts(stack):
     assert send_as(stack, proxy, permit2.PERMIT2_ADDRESS, settle_call(auths[0]))["status"] == "0x1"
     assert usdc_balance(stack, pay_to) - seller_before == 1000
 
-    entries = [ledger.Entry(i, v.id, v) for i, v in enumerate(vouchers)]
-    ledger.read_states(peers.chain, entries, now=time.time(), since=time.time() - 60)
+    entries = [voucher_states.Entry(i, v.id, v) for i, v in enumerate(vouchers)]
+    voucher_states.read_states(peers.chain, entries, now=time.time(), since=time.time() - 60)
     assert [e.state for e in entries] == ["settled", "unused", "unused"]
 
     # The other two are invalidated by the scheme's revocation, signed by the remote signer, sent via eRPC.
@@ -98,7 +98,7 @@ def test_permit2_vouchers_are_invalidated_on_chain_and_a_replay_reverts(stack):
     records = revocation.execute(peers, plans, lambda text: None)
     assert records and all(r["status"] == "mined" for r in records)
     assert sorted(i for r in records for i in r["covers"]) == sorted(v.id for v in vouchers[1:])
-    ledger.read_states(peers.chain, entries, now=time.time(), since=time.time() - 60)
+    voucher_states.read_states(peers.chain, entries, now=time.time(), since=time.time() - 60)
     assert [e.state for e in entries] == ["settled", "cancelled", "cancelled"]
 
     # A replay of a cancelled voucher reverts with InvalidNonce; nothing moves.

@@ -4,14 +4,14 @@ Money truth comes from the chain, not from any one party's word: the buyer says 
 spent, the seller says it settled, the chain says which nonces are used. The reads are batched
 JSON-RPC calls with bounded concurrency (`ChainClient.batch`), one log query per token and wallet to
 tell settlements from cancellations, so a namespace with hundreds of purchases stays cheap.
-What it can and cannot see is in `buy_x402/ledger.py`.
+What it can and cannot see is in `buy_x402/voucher_states.py`.
 """
 from __future__ import annotations
 
 import time
 from argparse import Namespace
 
-from .. import ledger, purchases
+from .. import voucher_states, purchases
 from ..peers import Peers
 from ..result import Context, Result
 
@@ -25,13 +25,13 @@ def run(ctx: Context, args: Namespace) -> Result:
     if live is None and items:
         ctx.warn("the x402-buyer does not answer: what it holds is taken from each PurchaseRequest's status, "
                  "which may be stale")
-    entries = {obj["metadata"]["name"]: ledger.entries_of(obj) for obj in items}
-    created = [t for t in (ledger.created_at(obj) for obj in items) if t is not None]
+    entries = {obj["metadata"]["name"]: voucher_states.entries_of(obj) for obj in items}
+    created = [t for t in (voucher_states.created_at(obj) for obj in items) if t is not None]
     flat = [entry for group in entries.values() for entry in group]
-    for warning in ledger.read_states(peers.chain, flat, now=time.time(),
+    for warning in voucher_states.read_states(peers.chain, flat, now=time.time(),
                                       since=min(created) if len(created) == len(items) and created else None):
         ctx.warn(warning)
-    rows = [ledger.audit_row(obj, (live or {}).get(obj["metadata"]["name"]), entries[obj["metadata"]["name"]])
+    rows = [voucher_states.audit_row(obj, (live or {}).get(obj["metadata"]["name"]), entries[obj["metadata"]["name"]])
             for obj in items]
     for row, obj in zip(rows, items):
         row["alias"] = purchases.list_row(obj, (live or {}).get(row["name"]))["alias"]

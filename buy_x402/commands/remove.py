@@ -19,7 +19,7 @@ import time
 from argparse import Namespace
 from typing import Any
 
-from .. import ledger, purchases, revocation
+from .. import purchases, revocation, voucher_states
 from ..adoption import restore_previous_default
 from ..amounts import format_amount
 from ..errors import BuyError, DefaultNotChanged, ExitCode, KubeApiError, NotReadyError, PurchaseError
@@ -87,16 +87,16 @@ def run(ctx: Context, args: Namespace) -> Result:
 def _check_before_any_change(peers: Peers, ctx: Context, obj: dict, args: Namespace, deleting: bool):
     """Steps 1-3: read every nonce on chain, plan (and pay for) the revocation, check the delete is allowed."""
     name = args.name
-    entries = ledger.entries_of(obj)
-    truth = _read_chain(peers, ctx, entries, args.revoke, since=ledger.created_at(obj))
+    entries = voucher_states.entries_of(obj)
+    truth = _read_chain(peers, ctx, entries, args.revoke, since=voucher_states.created_at(obj))
     plans: list[revocation.Plan] = []
     if args.revoke:
-        unknown = [e.id for e in entries if e.state == ledger.UNKNOWN]
+        unknown = [e.id for e in entries if e.state == voucher_states.UNKNOWN]
         if unknown:
             raise PurchaseError(f"{len(unknown)} voucher(s) of {name} cannot be read on chain, so they cannot be "
                                 f"shown cancelled: {', '.join(unknown[:5])}",
                                 hint="check the chain RPC (ERPC_URL) and re-run")
-        plans = revocation.plan(peers, [e.voucher for e in entries if e.state == ledger.UNUSED])
+        plans = revocation.plan(peers, [e.voucher for e in entries if e.state == voucher_states.UNUSED])
     if not deleting:
         peers.kube.delete(name, dry_run=True)
     return entries, truth, plans
@@ -123,11 +123,11 @@ def _money(spec: dict):
     return money
 
 
-def _read_chain(peers: Peers, ctx: Context, entries: list[ledger.Entry], required: bool, *,
+def _read_chain(peers: Peers, ctx: Context, entries: list[voucher_states.Entry], required: bool, *,
                 since: float | None) -> dict[str, Any]:
     """Read every nonce; without --revoke a chain that does not answer is a warning, not a failure."""
     try:
-        warnings = ledger.read_states(peers.chain, entries, now=time.time(), since=since)
+        warnings = voucher_states.read_states(peers.chain, entries, now=time.time(), since=since)
     except BuyError as err:
         if required:
             raise BuyError(f"the vouchers' state on chain cannot be read ({err.message})",
@@ -171,23 +171,23 @@ def _release_default(peers: Peers, ctx: Context, name: str, alias: str, force: b
             "write": restored.get("write")}
 
 
-def _revoke(peers: Peers, ctx: Context, entries: list[ledger.Entry], plans: list, obj: dict, name: str,
+def _revoke(peers: Peers, ctx: Context, entries: list[voucher_states.Entry], plans: list, obj: dict, name: str,
             data: dict) -> dict[str, Any]:
-    wanted = [e for e in entries if e.state == ledger.UNUSED]
+    wanted = [e for e in entries if e.state == voucher_states.UNUSED]
     report: dict[str, Any] = {"wanted": len(wanted), "plans": [p.view() for p in plans], "transactions": []}
     try:
         if wanted:
             ctx.notify(f"Cancelling {len(wanted)} unspent voucher(s) of {name} on chain ...")
             report["transactions"] = revocation.execute(peers, plans, ctx.notify)
-        ledger.read_states(peers.chain, wanted, now=time.time(), since=ledger.created_at(obj), classify=True)
+        voucher_states.read_states(peers.chain, wanted, now=time.time(), since=voucher_states.created_at(obj), classify=True)
     except BuyError as err:
         err.message = f"{err.message}; {name} was not deleted{_default_note(data['default'])}"
         err.data = {**err.data, "default": data["default"], "revoked": report}
         raise
-    report["cancelled"] = [e.id for e in wanted if e.state == ledger.CANCELLED]
-    report["settled_meanwhile"] = [e.id for e in wanted if e.state == ledger.SETTLED]
-    report["used_unclassified"] = [e.id for e in wanted if e.state == ledger.USED]   # used up; logs unreadable
-    left = [e.id for e in wanted if e.state in (ledger.UNUSED, ledger.UNKNOWN)]
+    report["cancelled"] = [e.id for e in wanted if e.state == voucher_states.CANCELLED]
+    report["settled_meanwhile"] = [e.id for e in wanted if e.state == voucher_states.SETTLED]
+    report["used_unclassified"] = [e.id for e in wanted if e.state == voucher_states.USED]   # used up; logs unreadable
+    left = [e.id for e in wanted if e.state in (voucher_states.UNUSED, voucher_states.UNKNOWN)]
     if left:
         raise PurchaseError(f"{len(left)} voucher(s) of {name} are still not shown cancelled on chain after the "
                             f"cancellation: {', '.join(left[:5])}; {name} was not deleted{_default_note(data['default'])}",
@@ -223,15 +223,15 @@ def _wait_gone(peers: Peers, name: str, timeout: float) -> tuple[bool, float, in
         time.sleep(POLL_S)
 
 
-def _voucher_report(entries: list[ledger.Entry], truth: dict, live: dict | None, obj: dict, money) -> dict[str, Any]:
-    held, source = ledger.held_split(obj, (live or {}).get(obj["metadata"]["name"]))
+def _voucher_report(entries: list[voucher_states.Entry], truth: dict, live: dict | None, obj: dict, money) -> dict[str, Any]:
+    held, source = voucher_states.held_split(obj, (live or {}).get(obj["metadata"]["name"]))
     if truth.get("source") == "chain":
-        summary = ledger.summary(entries)
+        summary = voucher_states.summary(entries)
         still = summary["still_valid"]
         head = None if held is None else len(entries) - held
-        seen = None if head is None else sum(1 for e in entries if e.state == ledger.UNUSED and e.index < head)
+        seen = None if head is None else sum(1 for e in entries if e.state == voucher_states.UNUSED and e.index < head)
         still.update(display=money(int(still["value"]))["display"], seen_by_seller=seen,
-                     ids=[e.id for e in entries if e.state == ledger.UNUSED])
+                     ids=[e.id for e in entries if e.state == voucher_states.UNUSED])
         return {"in_spec": len(entries), "source": "chain", "counts": summary["counts"], "still_valid": still}
     tail = entries[len(entries) - held:] if held else []
     value = sum(e.voucher.value for e in tail if e.voucher)
@@ -239,5 +239,5 @@ def _voucher_report(entries: list[ledger.Entry], truth: dict, live: dict | None,
     latest = max(deadlines) if deadlines else None
     return {"in_spec": len(entries), "source": source, "counts": None,
             "still_valid": {"count": len(tail), "value": str(value), "display": money(value)["display"],
-                            "latest_expiry": ledger.deadline_text(latest) if latest else None,
+                            "latest_expiry": voucher_states.deadline_text(latest) if latest else None,
                             "latest_expiry_unix": latest, "seen_by_seller": None, "ids": [e.id for e in tail]}}

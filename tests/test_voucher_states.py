@@ -12,7 +12,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak
 
-from buy_x402 import abi, ledger, schemes
+from buy_x402 import abi, voucher_states, schemes
 from buy_x402.schemes import eip3009, permit2
 from buy_x402.x402 import parse_payment_required
 
@@ -137,8 +137,8 @@ def test_permit2_revocation_groups_nonces_by_word_and_reads_the_bitmap():
 def test_a_voucher_no_scheme_knows_is_unknown_not_guessed():
     assert schemes.identify({"id": "x", "payment": {"payload": {"something": {}}}}, PAYMENT) is None
     obj = {"metadata": {"name": "p"}, "spec": {"payment": PAYMENT, "preSignedAuths": [{"id": "x", "payment": {}}]}}
-    [entry] = ledger.entries_of(obj)
-    assert entry.voucher is None and entry.state == ledger.UNKNOWN
+    [entry] = voucher_states.entries_of(obj)
+    assert entry.voucher is None and entry.state == voucher_states.UNKNOWN
 
 
 def test_legacy_flat_auths_are_identified_with_the_spec_domain():
@@ -148,11 +148,11 @@ def test_legacy_flat_auths_are_identified_with_the_spec_domain():
     assert voucher.scheme == "eip3009" and voucher.domain["name"] == "USDC" and voucher.id == flat["nonce"]
 
 
-def entries(states: list[str]) -> list[ledger.Entry]:
+def entries(states: list[str]) -> list[voucher_states.Entry]:
     out = []
     for i, state in enumerate(states):
         v = schemes.identify(eip3009_voucher(), PAYMENT)
-        out.append(ledger.Entry(i, v.id, v, state))
+        out.append(voucher_states.Entry(i, v.id, v, state))
     return out
 
 
@@ -163,9 +163,9 @@ def purchase(n: int, remaining: int | None = None, spent: int | None = None) -> 
 
 def test_audit_flags_what_the_buyer_and_the_chain_disagree_on():
     # Spec of 6: the buyer spent the first 3 (FIFO) and holds the last 3.
-    group = entries([ledger.SETTLED, ledger.UNUSED, ledger.CANCELLED, ledger.SETTLED, ledger.CANCELLED,
-                     ledger.UNUSED])
-    row = ledger.audit_row(purchase(6), {"remaining": 3, "spent": 5}, group)
+    group = entries([voucher_states.SETTLED, voucher_states.UNUSED, voucher_states.CANCELLED, voucher_states.SETTLED, voucher_states.CANCELLED,
+                     voucher_states.UNUSED])
+    row = voucher_states.audit_row(purchase(6), {"remaining": 3, "spent": 5}, group)
     kinds = [(d["index"], d["kind"]) for d in row["discrepancies"]]
     assert kinds == [(1, "spent_not_settled"), (2, "spent_then_cancelled"), (3, "settled_not_counted"),
                      (4, "cancelled_in_pool")]
@@ -177,16 +177,16 @@ def test_audit_flags_what_the_buyer_and_the_chain_disagree_on():
 
 
 def test_audit_of_a_quiet_purchase_is_ok_and_takes_the_status_when_the_buyer_is_silent():
-    group = entries([ledger.SETTLED, ledger.UNUSED, ledger.UNUSED])
-    row = ledger.audit_row(purchase(3, remaining=2, spent=1), None, group)
+    group = entries([voucher_states.SETTLED, voucher_states.UNUSED, voucher_states.UNUSED])
+    row = voucher_states.audit_row(purchase(3, remaining=2, spent=1), None, group)
     assert row["ok"] is True and row["discrepancies"] == [] and row["remaining_source"] == "status"
-    unknown = ledger.audit_row(purchase(3), None, group)
+    unknown = voucher_states.audit_row(purchase(3), None, group)
     assert unknown["remaining"] is None and unknown["remaining_source"] == "unknown"
     assert all(v["held_by_buyer"] is None for v in unknown["vouchers"])
-    assert ledger.audit_row(purchase(3), None, entries([ledger.UNKNOWN] * 3))["ok"] is False
+    assert voucher_states.audit_row(purchase(3), None, entries([voucher_states.UNKNOWN] * 3))["ok"] is False
 
 
 def test_never_expiring_vouchers_say_so():
-    group = entries([ledger.UNUSED])
+    group = entries([voucher_states.UNUSED])
     group[0].voucher = dataclasses.replace(group[0].voucher, deadline=4294967295)
-    assert ledger.summary(group)["still_valid"]["latest_expiry"] == "never"
+    assert voucher_states.summary(group)["still_valid"]["latest_expiry"] == "never"
