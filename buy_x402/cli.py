@@ -106,6 +106,10 @@ def build_parser() -> Parser:
     p.add_argument("--refill-threshold", type=non_negative_int, metavar="N")
     p.add_argument("--refill-count", type=positive_int, metavar="N")
     p.add_argument("--cost-cap", metavar="AMOUNT", help="highest price per request auto-refill may pay")
+    p.add_argument("--max-total", metavar="AMOUNT",
+                   help="spend cap: the most this purchase may ever sign, first batch included (needs --auto-refill)")
+    p.add_argument("--max-spend-per-day", metavar="AMOUNT",
+                   help="spend cap: the most this purchase may sign in any 24 h (needs --auto-refill)")
     p.add_argument("--auth-ttl", metavar="SECONDS|never", help="voucher lifetime (default 30 days, at least 600 s)")
     p.add_argument("--timeout", type=seconds, default=180.0, help="seconds to wait for Ready (default 180)")
     p.add_argument("--force", action="store_true", help="sign even if the balance does not cover the vouchers")
@@ -144,6 +148,11 @@ def build_parser() -> Parser:
     p.add_argument("--all", action="store_true", help="every purchase")
     _json_flag(p)
     p = add("maintain", "process:run_maintain", "alias of `process --all`")
+    _json_flag(p)
+    p = add("refill", "refill:run", "top a purchase's pool up now (the refill `process` makes at the threshold), "
+            "within its spend caps")
+    p.add_argument("name")
+    p.add_argument("--count", type=positive_int, metavar="N", help="vouchers to sign (default: its auto-refill count)")
     _json_flag(p)
 
     p = add("schedule", "schedule:run", "ensure (or --remove) the Hermes cron job that runs `process --all`")

@@ -129,7 +129,8 @@ def check_spendable(offer: PaymentRequired, option: PaymentOption, *, network: s
 FLAG_OF_FIELD = {
     "spec.autoRefill.maxUnitPrice": "--cost-cap", "spec.autoRefill.threshold": "--refill-threshold",
     "spec.autoRefill.count": "--refill-count", "spec.autoRefill.enabled": "--auto-refill",
-    "spec.autoRefill": "--auto-refill and its --refill-*/--cost-cap flags", "spec.count": "--count/--budget",
+    "spec.autoRefill.maxTotal": "--max-total", "spec.autoRefill.maxSpendPerDay": "--max-spend-per-day",
+    "spec.autoRefill": "--auto-refill and its --refill-*/--cost-cap/--max-* flags", "spec.count": "--count/--budget",
     "spec.endpoint": "--endpoint", "spec.model": "--model", "spec.preSignedAuths": "--count/--budget",
 }
 _UNKNOWN_FIELD = re.compile(r'unknown field "([^"]+)"')

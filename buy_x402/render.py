@@ -113,7 +113,29 @@ def _list(data: dict[str, Any]) -> str:
                        f"{r['remaining']} ({r['expired']} expired)", str(r["spent"]),
                        "on" if r["autoRefill"] else "off") for r in rows]
     widths = [max(len(str(line[i])) for line in table) for i in range(len(cols))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in table)
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
+    capped = data.get("caps") or {}
+    if capped:
+        lines += ["", "Spend caps:"] + [f"  {name}: {_caps_text(facts)}" for name, facts in capped.items()]
+    return "\n".join(lines)
+
+
+def _caps_text(facts: dict[str, Any]) -> str:
+    """'maxTotal 0.006 of 0.008 USDC …; maxSpendPerDay …' — each cap with how much of it is used."""
+    if facts.get("error"):
+        return f"unknown ({facts['error']})"
+    parts = []
+    total = facts.get("maxTotal")
+    if total:
+        parts.append(f"maxTotal {total['display']}: {total['usedDisplay']} signed, {total['leftDisplay']} left")
+    day = facts.get("maxSpendPerDay")
+    if day:
+        later = f", more from {day['freesAt']}" if day.get("freesAt") else ""
+        parts.append(f"maxSpendPerDay {day['display']}: {day['usedDisplay']} signed in the last 24 h, "
+                     f"{day['leftDisplay']} left{later}")
+    source = (facts.get("signed") or {}).get("source")
+    return "; ".join(parts) + (f" (from the {source})" if source and source not in ("record", "record+annotation")
+                               else "")
 
 
 def _in_days(seconds_left: int) -> str:
@@ -148,6 +170,9 @@ def _status(data: dict[str, Any]) -> str:
         lines.append(f"Auto-refill:     on (threshold {refill.get('threshold')}, count {refill.get('count')}{cap})")
     else:
         lines.append("Auto-refill:     off")
+    facts = data.get("caps") or {}
+    if facts.get("error") or facts.get("maxTotal") or facts.get("maxSpendPerDay"):
+        lines.append(f"Spend caps:      {_caps_text(facts)}")
     buyer = data.get("buyer") or {}
     if not buyer.get("running"):
         lines.append("Buyer: NOT RUNNING (x402-buyer status unavailable)")
@@ -163,16 +188,31 @@ def _status(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _refilled(action: dict[str, Any]) -> str:
+    moved = action.get("price_moved")
+    note = f" (seller price moved {moved['from']} → {moved['to']} atomic)" if moved else ""
+    if action.get("capped"):
+        note += f" (capped: {action['count']} of {action['wanted']}; {action['capped']})"
+    return (f"{action['name']}: refilled {action['count']} vouchers at {action['price']['display']} each; "
+            f"{action['pool']} active{note}")
+
+
+@renderer("refill")
+def _refill(data: dict[str, Any]) -> str:
+    line = _refilled(data)
+    facts = data.get("caps") or {}
+    if facts.get("maxTotal") or facts.get("maxSpendPerDay"):
+        line += f"\nSpend caps: {_caps_text(facts)}"
+    return line
+
+
 @renderer("process")
 def _process(data: dict[str, Any]) -> str:
     """Only what changed: the Hermes cron job delivers stdout, and empty stdout stays silent."""
     lines = []
     for action in data.get("purchases") or []:
         if action["action"] == "refilled":
-            moved = action.get("price_moved")
-            note = f" (seller price moved {moved['from']} → {moved['to']} atomic)" if moved else ""
-            lines.append(f"{action['name']}: refilled {action['count']} vouchers at {action['price']['display']} "
-                         f"each; {action['pool']} active{note}")
+            lines.append(_refilled(action))
     guardian = data.get("guardian") or {}
     if guardian.get("action") == "restored":
         lines.append(f"default: restored {guardian['model']} because {guardian['reason']}; "

@@ -112,16 +112,17 @@ class SignerClient:
 
     def presign(self, option: PaymentOption, *, address: str, count: int, deadline: int,
                 plan: SigningPlan | None = None, extensions: dict | None = None,
-                on_progress: Progress | None = None, workers: int = 8) -> list[dict]:
+                on_progress: Progress | None = None, workers: int = 8, valid_after: int = 0) -> list[dict]:
         """`count` vouchers for `option`, signed by `address` as its payment scheme says, each with a
-        fresh nonce, in `spec.preSignedAuths` form. `plan` is what the scheme's pre-flight returned."""
+        fresh nonce, in `spec.preSignedAuths` form. `plan` is what the scheme's pre-flight returned;
+        `valid_after` is when they become payable (unix seconds; 0: at once, undated)."""
         scheme = schemes.of(option)
         echoed = schemes.echo_extensions(extensions)
         plan = plan or SigningPlan()
 
         def one(index: int) -> dict:
             return scheme.sign(self.sign_typed_data, option, payer=address, deadline=deadline, index=index,
-                               plan=plan, extensions=echoed)
+                               plan=plan, extensions=echoed, valid_after=valid_after)
         return self._batch(count, one, on_progress, workers)
 
 

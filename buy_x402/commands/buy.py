@@ -2,8 +2,10 @@
 
 Nothing is signed before every check that can fail without spending has passed (arguments, seller
 price, payment option, a seller the cluster's x402-buyer can pay (buy_x402/cluster.py), amounts,
-wallet, ownership of the model, top-up guards, auto-refill policy, and a server-side dry run of the
-exact PurchaseRequest write, so a field the cluster's schema would drop is refused, not lost).
+wallet, ownership of the model, top-up guards, auto-refill policy, the spend caps (caps.py: a first
+batch or a top-up that does not fit under --max-total / --max-spend-per-day is refused, never cut),
+and a server-side dry run of the exact PurchaseRequest write, so a field the cluster's schema would
+drop is refused, not lost). The signing is recorded before it happens (spending.py).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import time
 from argparse import Namespace
 from typing import Any
 
-from .. import cluster, purchases, refill, schemes, x402
+from .. import caps, cluster, purchases, refill, schemes, spending, x402
 from ..adoption import adopt
 from ..amounts import auth_count, auth_expiry, format_amount, parse_money
 from ..errors import (BuyError, DefaultNotChanged, ExitCode, KubeApiError, NotReadyError, PurchaseError,
@@ -67,6 +69,19 @@ def run(ctx: Context, args: Namespace) -> Result:
     count = auth_count(price, budget=budget, count=args.count, cap=schemes.of(option).max_auths)
     valid_before = auth_expiry(args.auth_ttl or ctx.settings.auth_ttl, int(time.time()))
 
+    def fmt(atomic: int) -> str:
+        return format_amount(atomic, option.decimals, option.symbol)
+
+    asked = caps.Caps(*(parse_money(text, decimals=option.decimals, symbol=option.symbol, what=flag)
+                        if text is not None else None
+                        for text, flag in ((args.max_total, "--max-total"),
+                                           (args.max_spend_per_day, "--max-spend-per-day"))))
+    caps.check_flags(asked, price=price, first_batch=None, fmt=fmt)
+    if asked.any:
+        ctx.notify("Spend caps: " + ", ".join(f"{name} {fmt(value)}" for name, value in
+                                              (("maxTotal", asked.max_total), ("maxSpendPerDay", asked.max_per_day))
+                                              if value is not None))
+
     # 3. Wallet.
     chain_name = option.chain.name
     if not peers.chain.has_code(chain_name, option.asset):
@@ -99,7 +114,23 @@ def run(ctx: Context, args: Namespace) -> Result:
     policy = refill.resolve_auto_refill(
         auto_refill=args.auto_refill, threshold=args.refill_threshold, count=args.refill_count,
         cost_cap=cost_cap, desired_count=len(tail) + count,
-        existing=(existing or {}).get("spec", {}).get("autoRefill"))
+        existing=(existing or {}).get("spec", {}).get("autoRefill"),
+        max_total=asked.max_total, max_spend_per_day=asked.max_per_day)
+    limits = caps.Caps.of(policy, args.name)
+    namespace = peers.kube.config.namespace
+    ledger = spending.open_ledger(peers, required=limits.any)
+    if existing is None:
+        caps.check_flags(asked, price=price, first_batch=count, fmt=fmt)
+    elif limits.any:
+        use = spending.usage_of(existing, live_entry, spending.record_of(ledger, existing, namespace), price)
+        room = caps.fit(limits, use, price, count, fmt)
+        if room.count < count:
+            raise PurchaseError(f"{args.name}: a top-up of {count} vouchers ({fmt(count * price)}) does not fit under "
+                                f"its spend caps ({room.reason}); nothing was signed",
+                                hint=(f"buy at most {room.count} now (--count {room.count}), or raise the cap "
+                                      "(--max-total / --max-spend-per-day)") if room.count else
+                                     "raise the cap (--max-total / --max-spend-per-day), or wait for the window",
+                                code="cap_reached", data={"caps": caps.report(limits, use, fmt)})
     payment = purchases.build_payment_spec(option, chain_name=chain_name, symbol=option.symbol,
                                            decimals=option.decimals)
     if existing is not None:
@@ -113,38 +144,48 @@ def run(ctx: Context, args: Namespace) -> Result:
             ctx.notify(f"{args.name} moves from {old_endpoint} to {purchases.chat_endpoint(endpoint)}")
 
     # 5. The exact write to come, validated by the API server with placeholder vouchers.
-    placeholders = placeholder_auths(option, wallet, count, valid_before, offer, plan)
+    signed_at = int(time.time())
+    signing = caps.new_signing(count, price, by="buy", now=signed_at)
+    placeholders = placeholder_auths(option, wallet, count, valid_before, offer, plan, signed_at=signed_at)
     if existing is None:
-        dry_run_write(peers, purchases.build_purchase(args.name, peers.kube.config.namespace, endpoint=endpoint,
+        dry_run_write(peers, purchases.build_purchase(args.name, namespace, endpoint=endpoint,
                                                       model=args.model, payment=payment, auths=placeholders,
-                                                      auto_refill=policy), replace=False)
+                                                      auto_refill=policy, signing=signing), replace=False)
     else:
         dry_run_write(peers, purchases.topup_object(existing, new_auths=placeholders,
                                                     live_remaining=live_entry["remaining"], payment=payment,
-                                                    auto_refill=policy, endpoint=endpoint), replace=True)
+                                                    auto_refill=policy, endpoint=endpoint, signing=signing),
+                      replace=True)
 
-    # 6. Sign (the only step that commits the wallet).
-    ctx.notify(f"Signing {count} authorizations at {price_text} each "
-               f"(total {format_amount(total, option.decimals, option.symbol)}) ...")
-    auths = presign(peers, option, wallet, count, valid_before, offer, plan)
-
-    # 7. Declare.
-    if existing is None:
-        obj = purchases.build_purchase(args.name, peers.kube.config.namespace, endpoint=endpoint,
-                                       model=args.model, payment=payment, auths=auths, auto_refill=policy)
-        try:
-            written = peers.kube.create(obj)
-        except KubeApiError as err:
-            if err.reason == "AlreadyExists":
-                raise PurchaseError(f"PurchaseRequest {args.name} was created by someone else meanwhile; "
-                                    "nothing was written and the signed vouchers were discarded",
-                                    hint=f"re-run the same command to top {args.name} up") from err
-            raise
-        ctx.notify(f"Created PurchaseRequest {peers.kube.config.namespace}/{args.name}")
-    else:
-        written = replace_with_retry(peers, args.name, existing, live_entry, auths, payment, policy, endpoint)
-        ctx.notify(f"Updated PurchaseRequest {peers.kube.config.namespace}/{args.name} "
-                   f"({len(written['spec']['preSignedAuths'])} active vouchers)")
+    # 6. Record, then sign (the only step that commits the wallet), then declare.
+    reservation = spending.reserve(ledger, existing or {"metadata": {"name": args.name}}, live_entry, signing,
+                                   caps_=limits, price=price, fmt=fmt, namespace=namespace,
+                                   new_purchase=existing is None)
+    try:
+        ctx.notify(f"Signing {count} authorizations at {price_text} each (total {fmt(total)}) ...")
+        auths = presign(peers, option, wallet, count, valid_before, offer, plan, signed_at=signed_at)
+        if existing is None:
+            obj = purchases.build_purchase(args.name, namespace, endpoint=endpoint, model=args.model,
+                                           payment=payment, auths=auths, auto_refill=policy, signing=signing)
+            try:
+                written = peers.kube.create(obj)
+            except KubeApiError as err:
+                if err.reason == "AlreadyExists":
+                    raise PurchaseError(f"PurchaseRequest {args.name} was created by someone else meanwhile; "
+                                        "nothing was written and the signed vouchers were discarded",
+                                        hint=f"re-run the same command to top {args.name} up") from err
+                raise
+            ctx.notify(f"Created PurchaseRequest {namespace}/{args.name}")
+        else:
+            written = replace_with_retry(
+                peers, args.name, existing, live_entry, auths, payment, policy, endpoint, signing=signing,
+                recheck=spending.conflict_recheck(ledger, signing, caps_=limits, price=price, fmt=fmt,
+                                                  namespace=namespace))
+            ctx.notify(f"Updated PurchaseRequest {namespace}/{args.name} "
+                       f"({len(written['spec']['preSignedAuths'])} active vouchers)")
+    except BaseException:
+        reservation.release()  # nothing was written: the signed vouchers are discarded
+        raise
 
     data: dict[str, Any] = {
         "name": args.name, "alias": alias, "model": args.model, "endpoint": endpoint,
@@ -152,8 +193,11 @@ def run(ctx: Context, args: Namespace) -> Result:
                   "decimals": option.decimals, "asset": option.asset},
         "chain": chain_name, "count": count, "pool": len(written["spec"]["preSignedAuths"]),
         "topup": existing is not None, "wallet": wallet, "autoRefill": policy,
-        "namespace": peers.kube.config.namespace, "set_default": None,
+        "namespace": namespace, "set_default": None,
     }
+    if limits.any:
+        data["caps"] = caps.report(limits, spending.usage_of(written, live_entry,
+                                                             spending.record_of(ledger, written, namespace), price), fmt)
 
     # 8. Wait for Ready (watch, not poll).
     ctx.notify("Waiting for the controller to reconcile the PurchaseRequest ...")

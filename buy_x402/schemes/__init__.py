@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from . import eip3009, permit2
-from .base import PaymentScheme, SigningPlan, echo_extensions
+from .base import SIGNING_MARGIN_S, PaymentScheme, SigningPlan, echo_extensions, signed_at_from, valid_after_for
 
 SCHEMES: dict[str, PaymentScheme] = {s.name: s for s in (eip3009.SCHEME, permit2.SCHEME)}
 DEFAULT = eip3009.SCHEME
@@ -32,4 +32,15 @@ def deadline_of(payload: Mapping[str, Any]) -> Any:
     return None
 
 
-__all__ = ["SCHEMES", "DEFAULT", "PaymentScheme", "SigningPlan", "for_extra", "of", "deadline_of", "echo_extensions"]
+def signed_at_of(payload: Mapping[str, Any]) -> int | None:
+    """When a stored voucher was signed (its `validAfter` + the signing margin), whichever scheme signed it;
+    None when it carries no date (signed with validAfter 0, as the upstream skill and older versions do)."""
+    for scheme in SCHEMES.values():
+        value = scheme.valid_after(payload)
+        if value not in (None, ""):
+            return signed_at_from(value)
+    return None
+
+
+__all__ = ["SCHEMES", "DEFAULT", "PaymentScheme", "SigningPlan", "for_extra", "of", "deadline_of", "signed_at_of",
+           "echo_extensions", "SIGNING_MARGIN_S", "valid_after_for"]
