@@ -111,12 +111,12 @@ def refill(peers: Peers, obj: dict, entry: dict, *, wanted: int, reason: str, by
                                                 payment=new_payment, auto_refill=policy, signing=signing),
                   replace=True)
 
-    reservation = spending.reserve(ledger, obj, entry, signing, caps_=limits, price=price, fmt=fmt,
+    reservation = spending.reserve(ledger, obj, entry, signing, limits=limits, price=price, fmt=fmt,
                                    namespace=namespace)
     try:
         auths = presign(peers, option, wallet, count, valid_before, offer, signing_plan, signed_at=now)
         written = replace_with_retry(peers, name, obj, entry, auths, new_payment, policy, signing=signing,
-                                     recheck=spending.conflict_recheck(ledger, signing, caps_=limits, price=price,
+                                     recheck=spending.conflict_recheck(ledger, signing, limits=limits, price=price,
                                                                        fmt=fmt, namespace=namespace))
     except BaseException:
         reservation.release()

@@ -67,7 +67,7 @@ class Reservation:
             self.ledger.release(self.namespace, self.name, self.signing.id)
 
 
-def reserve(ledger: SigningLedger | None, obj: dict, entry: dict | None, signing: Signing, *, caps_: Caps,
+def reserve(ledger: SigningLedger | None, obj: dict, entry: dict | None, signing: Signing, *, limits: Caps,
             price: int, fmt: Callable[[int], str], namespace: str, new_purchase: bool = False) -> Reservation:
     """Record `signing` for purchase `obj` before signing. Under the record's lock the caps are checked
     again, with every other run's reservation counted: of two runs racing on one purchase, the second
@@ -75,10 +75,10 @@ def reserve(ledger: SigningLedger | None, obj: dict, entry: dict | None, signing
     name = obj["metadata"]["name"]
 
     def check(record: caps.History | None) -> None:
-        if not caps_.any or new_purchase:
+        if not limits.any or new_purchase:
             return
         use = usage_of(obj, entry, record, price)
-        room = caps.fit(caps_, use, price, signing.count, fmt)
+        room = caps.fit(limits, use, price, signing.count, fmt)
         if room.count < signing.count:
             raise PurchaseError(f"{name}: another signing was recorded meanwhile and the spend caps now leave "
                                 f"room for {room.count} voucher(s), not {signing.count} ({room.reason}); "
@@ -89,15 +89,15 @@ def reserve(ledger: SigningLedger | None, obj: dict, entry: dict | None, signing
     return Reservation(ledger, namespace, name, signing)
 
 
-def conflict_recheck(ledger: SigningLedger | None, signing: Signing, *, caps_: Caps, price: int,
+def conflict_recheck(ledger: SigningLedger | None, signing: Signing, *, limits: Caps, price: int,
                      fmt: Callable[[int], str], namespace: str) -> Callable[[dict, dict | None], None]:
     """For `replace_with_retry`: after a Conflict, the fresh object's history (another host may have
     signed) must still leave room for this batch, counting everything but this batch itself."""
     def recheck(fresh: dict, entry: dict | None) -> None:
-        if not caps_.any:
+        if not limits.any:
             return
         use = usage_of(fresh, entry, record_of(ledger, fresh, namespace), price, exclude=signing.id)
-        room = caps.fit(caps_, use, price, signing.count, fmt)
+        room = caps.fit(limits, use, price, signing.count, fmt)
         if room.count < signing.count:
             name = fresh["metadata"]["name"]
             raise PurchaseError(f"{name} was topped up by another run meanwhile and the spend caps now leave room "

@@ -159,7 +159,7 @@ def run(ctx: Context, args: Namespace) -> Result:
 
     # 6. Record, then sign (the only step that commits the wallet), then declare.
     reservation = spending.reserve(ledger, existing or {"metadata": {"name": args.name}}, live_entry, signing,
-                                   caps_=limits, price=price, fmt=fmt, namespace=namespace,
+                                   limits=limits, price=price, fmt=fmt, namespace=namespace,
                                    new_purchase=existing is None)
     try:
         ctx.notify(f"Signing {count} authorizations at {price_text} each (total {fmt(total)}) ...")
@@ -179,7 +179,7 @@ def run(ctx: Context, args: Namespace) -> Result:
         else:
             written = replace_with_retry(
                 peers, args.name, existing, live_entry, auths, payment, policy, endpoint, signing=signing,
-                recheck=spending.conflict_recheck(ledger, signing, caps_=limits, price=price, fmt=fmt,
+                recheck=spending.conflict_recheck(ledger, signing, limits=limits, price=price, fmt=fmt,
                                                   namespace=namespace))
             ctx.notify(f"Updated PurchaseRequest {namespace}/{args.name} "
                        f"({len(written['spec']['preSignedAuths'])} active vouchers)")
