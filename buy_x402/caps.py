@@ -14,7 +14,8 @@ What was signed comes from three places, because any one may be lost:
 - the PurchaseRequest's annotation `buy-x402.obol.org/signed`, written in the same PUT that delivers
   the vouchers (so it can never disagree with them): the lifetime total and the last 24 h of signings;
 - the vouchers in the spec: their amounts, and their signing time (`validAfter` + the signing margin).
-The lifetime total is the largest of the record's, the annotation's and the vouchers in the spec; when
+The lifetime total is the record's and the annotation's taken together (each one's total plus the
+signings only the other holds) and never less than the vouchers in the spec; when
 neither the record nor the annotation knows the purchase (bought by another tool), it is the vouchers in
 the spec plus those the buyer spent that a top-up already dropped, valued at today's price: a lower
 bound, said as such (`usage().source` names it). The 24 h window is the
@@ -232,6 +233,23 @@ def voucher_signings(vouchers: Iterable[tuple[int, int | None]]) -> tuple[Signin
                  for at, amounts in sorted(by_time.items()))
 
 
+def _lifetime(record: History | None, annotation: History | None) -> int:
+    """The lifetime total of two histories that may each miss signings the other holds: the record misses
+    what was signed while it was lost (or elsewhere); the annotation misses a signing reserved but not
+    yet written. Each total plus the other's signings it lacks; of the record's, only those younger
+    than what the annotation keeps (older ones it dropped from its list, not from its total)."""
+    if record is None or annotation is None:
+        return (record or annotation).atomic  # type: ignore[union-attr]
+    in_record = {s.id for s in record.signings}
+    in_annotation = {s.id for s in annotation.signings}
+    kept_after = max((s.at for s in annotation.signings), default=None)
+    kept_after = None if kept_after is None else kept_after - WINDOW_S
+    from_record = record.atomic + sum(s.atomic for s in annotation.signings if s.id not in in_record)
+    from_annotation = annotation.atomic + sum(s.atomic for s in record.signings if s.id not in in_annotation
+                                              and (kept_after is None or s.at > kept_after))
+    return max(from_record, from_annotation)
+
+
 def usage(*, record: History | None, annotation: History | None, vouchers: list[tuple[int, int | None]],
           dropped_spent: int, price: int, now: float, exclude: str | None = None) -> Usage:
     """What a purchase signed, from every source there is (see the module doc).
@@ -240,10 +258,12 @@ def usage(*, record: History | None, annotation: History | None, vouchers: list[
     vouchers the buyer spent that are no longer in the spec (valued at `price`). `exclude` leaves one
     signing out (the caller's own, while it re-checks after a conflict).
     """
-    histories = [h.minus(exclude) if exclude else h for h in (record, annotation) if h is not None]
+    if exclude:
+        record, annotation = (h.minus(exclude) if h is not None else None for h in (record, annotation))
+    histories = [h for h in (record, annotation) if h is not None]
     in_spec = sum(amount for amount, _ in vouchers)
     if histories:
-        total = max([in_spec] + [h.atomic for h in histories])
+        total = max(in_spec, _lifetime(record, annotation))
     else:  # the buyer's `spent` counts by purchase name, so it only fills in when no history exists
         total = in_spec + max(0, dropped_spent) * price
     if histories:

@@ -267,3 +267,49 @@ def test_a_corrupt_ledger_is_an_error_never_reset(tmp_path, content):
         ledger.reserve("ns", "p", signing("a", 0))
     assert err.value.code == "signings_corrupt"
     assert ledger.path.read_bytes() == content
+
+
+# ------------------------------------------------------------------- racing runs (spending.py)
+
+def capped_purchase(*signings: Signing) -> dict:
+    obj = {"metadata": {"name": "p", "namespace": "ns"}, "spec": {"preSignedAuths": []}}
+    for one in signings:
+        caps.annotate(obj, one)
+    return obj
+
+
+def test_of_two_runs_racing_on_one_purchase_the_second_finds_no_room(tmp_path):
+    from buy_x402 import spending
+    ledger = SigningLedger(tmp_path)
+    obj = capped_purchase(Signing("buy", int(time.time()) - 60, 2, 2000))
+    limits = Caps(max_total=4000)
+    first, second = (caps.new_signing(2, PRICE, by="process") for _ in range(2))
+    spending.reserve(ledger, obj, None, first, limits=limits, price=PRICE, fmt=fmt, namespace="ns")
+    with pytest.raises(PurchaseError, match="another signing was recorded meanwhile .* room for 0 voucher"):
+        spending.reserve(ledger, obj, None, second, limits=limits, price=PRICE, fmt=fmt, namespace="ns")
+    assert [s.id for s in ledger.history("ns", "p").signings] == [first.id]
+
+
+def test_after_a_conflict_a_batch_that_no_longer_fits_is_not_written(tmp_path):
+    from buy_x402 import spending
+    ledger = SigningLedger(tmp_path)
+    now = int(time.time())
+    mine = caps.new_signing(2, PRICE, by="refill", now=now)
+    ledger.reserve("ns", "p", mine)
+    recheck = spending.conflict_recheck(ledger, mine, limits=Caps(max_per_day=4000), price=PRICE, fmt=fmt,
+                                        namespace="ns")
+    recheck(capped_purchase(Signing("buy", now - 60, 2, 2000)), None)  # still fits: mine is not counted twice
+    elsewhere = capped_purchase(Signing("buy", now - 60, 2, 2000), Signing("other-host", now - 5, 2, 2000))
+    with pytest.raises(PurchaseError, match="topped up by another run meanwhile .* vouchers just signed were discarded"):
+        recheck(elsewhere, None)
+
+
+def test_the_total_counts_signings_only_one_source_holds_once():
+    buy_batch, lost_era, pending = signing("buy", 3 * DAY), signing("while-lost", 60), signing("pending", 5)
+    # The record was lost after the first batch (rebuilt since), the annotation has not seen `pending` yet.
+    record = history(pending)
+    annotation = History(4, 4000, (lost_era,))  # its total keeps `buy`, its list only the last day
+    assert use(record=record, annotation=annotation).total == 6000
+    # A record signing older than what the annotation keeps is in the annotation's total already.
+    record = history(buy_batch, lost_era, pending)
+    assert use(record=record, annotation=annotation).total == 6000
