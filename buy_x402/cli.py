@@ -20,6 +20,8 @@ from .result import Context, Result
 # Commands whose --json output is not the envelope: the host's `obol model status` decodes
 # `list --json` as the bare array of rows. On failure their stdout stays empty (the error goes to stderr).
 BARE_JSON = {"list": "purchases"}
+# The skill's only third-party packages (import name → distribution name), for a plain `python3`.
+RUNTIME_PACKAGES = {"requests": "requests", "yaml": "PyYAML", "urllib3": "requests"}
 BOOL_TRUE = {"1", "true", "yes", "on"}
 BOOL_FALSE = {"0", "false", "no", "off"}
 
@@ -170,6 +172,24 @@ def build_parser() -> Parser:
         p.add_argument("--timeout", type=seconds)
         _json_flag(p)
 
+    # --- go and siwx (issue 11: paying directly) ---------------------------------------------------
+    p = add("go", "go:run", "find an x402 offer's kind (agent, chat, http) and pay it the right way")
+    p.add_argument("url")
+    p.add_argument("--message", help="chat message (chat/agent offers); without it nothing is paid")
+    p.add_argument("--data", help="request body (JSON chat request, or the HTTP offer's body)")
+    p.add_argument("--method", help="HTTP method for an HTTP offer (default POST with --data, else GET)")
+    p.add_argument("--model", help="model id (default: the one the offer advertises, else auto)")
+    p.add_argument("--token")
+    p.add_argument("--network")
+    p.add_argument("--payment-option", type=positive_int, metavar="N")
+    p.add_argument("--timeout", type=seconds)
+    _json_flag(p)
+    p = add("siwx", "siwx:run", "sign in with the wallet (EIP-4361) to a wallet-gated resource")
+    p.add_argument("url")
+    p.add_argument("--fetch", action="store_true", help="send the signed request and print the answer")
+    p.add_argument("--method", help="HTTP method (default GET)")
+    _json_flag(p)
+
     p = add("env", "env:run", "the resolved settings (secrets masked)")
     _json_flag(p)
     return parser
@@ -268,6 +288,11 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None,
             traceback.print_exc(file=out.stderr)
         result = Result(command=command, exit_code=err.exit_code, error=err)
     except Exception as exc:  # a bug: report it loudly and fail; never turn it into success
+        if isinstance(exc, ModuleNotFoundError) and exc.name in RUNTIME_PACKAGES:  # not a bug: a bare python3
+            result = Result(command=command, exit_code=ExitCode.FAILED, error=BuyError(
+                f"buy.py needs the Python package {RUNTIME_PACKAGES[exc.name]}, which {sys.executable} does not "
+                "have: pip install requests PyYAML", code="missing_dependency"))
+            return render(result, out, json_mode)
         out.err(f"internal error: {exc.__class__.__name__}: {exc}")
         traceback.print_exc(file=out.stderr)
         result = Result(command=command, exit_code=ExitCode.FAILED,

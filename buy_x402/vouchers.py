@@ -17,11 +17,12 @@ CONFLICT_RETRIES = 5
 
 
 def choose(peers: Peers, offer: PaymentRequired, wallet: str, *, index: int | None, token: str | None,
-           network: str | None) -> x402.Choice:
-    """The option to pay with (by the flags, else the first the wallet can afford), announced when the
-    seller offers more than one, with the listing the choice was made from."""
+           network: str | None, eligible=None, eligible_reason: str = "") -> x402.Choice:
+    """The option to pay with (by the flags, else the cheapest the wallet can afford among those
+    `eligible` keeps), announced when the seller offers more than one, with the listing it was chosen from."""
     choice = x402.choose_option(offer.accepts, index=index, token=token, network=network,
-                                balance_of=lambda o: peers.chain.balance_of(o.chain.name, o.asset, wallet))
+                                balance_of=lambda o: peers.chain.balance_of(o.chain.name, o.asset, wallet),
+                                eligible=eligible, eligible_reason=eligible_reason)
     if len(offer.accepts) > 1:
         peers.ctx.notify(f"This seller accepts {len(offer.accepts)} payment options; using [{choice.option.index}] "
                          f"({choice.reason}).\n{choice.listing}")

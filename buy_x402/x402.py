@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
@@ -229,10 +230,42 @@ def _matches_token(option: PaymentOption, token: str) -> bool:
     return (option.symbol or "").lower() == wanted or option.asset.lower() == wanted
 
 
+def _token_key(option: PaymentOption) -> str:
+    """Options priced in the same token (by symbol when known, else by address) compare by price."""
+    return (option.symbol or option.asset).lower()
+
+
+def _units(option: PaymentOption) -> Fraction:
+    """The price in token units (atomic when the decimals are unknown), for comparing same-token prices."""
+    return Fraction(option.amount, 10 ** option.decimals) if option.decimals is not None else Fraction(option.amount)
+
+
+def cheapest(options: list[PaymentOption]) -> tuple[PaymentOption, str]:
+    """The cheapest of `options` (ties: the earliest), and what it was compared with.
+
+    Prices compare only within one token: the token of the first option decides (the seller's order
+    ranks tokens, since 1 OBOL and 1 USDC are not the same money); options in other tokens are named.
+    """
+    key = _token_key(options[0])
+    same = [o for o in options if _token_key(o) == key]
+    best = min(same, key=lambda o: (_units(o), o.index))
+    others = sorted({(o.symbol or o.asset) for o in options if _token_key(o) != key})
+    note = f"; options in {', '.join(others)} are not compared by price" if others else ""
+    return best, note
+
+
 def choose_option(accepts: list[PaymentOption], *, index: int | None = None, token: str | None = None,
                   network: str | None = None,
-                  balance_of: Callable[[PaymentOption], int] | None = None) -> Choice:
-    """Pick the option to pay with (§5.1, non-interactive); `reason` says why, for the output."""
+                  balance_of: Callable[[PaymentOption], int] | None = None,
+                  eligible: Callable[[PaymentOption], bool] | None = None,
+                  eligible_reason: str = "") -> Choice:
+    """Pick the option to pay with (non-interactive); `reason` says why, for the output.
+
+    `--payment-option`, then `--token`/`--network`, decide when given. Otherwise: the cheapest option
+    the wallet can afford (ties: the earliest), among the options `eligible` keeps when it keeps any
+    (e.g. those the cluster can spend; `eligible_reason` says so in the reason); with no affordable
+    option, the cheapest payable one (the balance check that follows then names the shortfall).
+    """
     listing = option_listing(accepts)
     data = {"options": [option.describe() for option in accepts]}
     if not accepts:
@@ -268,21 +301,32 @@ def choose_option(accepts: list[PaymentOption], *, index: int | None = None, tok
     payable = [o for o in accepts if o.payable]
     if not payable:
         raise PaymentChoiceError(f"none of the seller's payment options can be paid by this skill:\n{listing}", data=data)
-    if balance_of is not None:
-        unknown = []
-        for option in payable:
-            try:
-                balance = int(balance_of(option))
-            except BuyError as exc:
-                unknown.append(f"[{option.index}] {exc.message}")
-                continue
-            if balance >= option.amount:
-                return Choice(option, f"first of {len(accepts)} options the wallet can afford "
-                                      f"(balance {format_amount(balance, option.decimals, option.symbol)})", listing)
-        note = f"; balance unknown for {', '.join(unknown)}" if unknown else ""
-        return Choice(payable[0], f"the wallet cannot afford any of {len(accepts)} options; "
-                                  f"took the first payable one{note}", listing)
-    return Choice(payable[0], f"first payable of {len(accepts)} options", listing)
+    among = f"{len(accepts)} options"
+    if eligible is not None:
+        kept = [o for o in payable if eligible(o)]
+        if kept and len(kept) < len(payable):
+            payable = kept
+            among = f"the {len(kept)} of {len(accepts)} options {eligible_reason or 'eligible'}"
+    if balance_of is None:
+        option, note = cheapest(payable)
+        return Choice(option, f"cheapest payable of {among}{note}", listing)
+    unknown, affordable, balances = [], [], {}
+    for option in payable:
+        try:
+            balances[option.index] = int(balance_of(option))
+        except BuyError as exc:
+            unknown.append(f"[{option.index}] {exc.message}")
+            continue
+        if balances[option.index] >= option.amount:
+            affordable.append(option)
+    skipped = f"; balance unknown for {', '.join(unknown)}" if unknown else ""
+    if affordable:
+        option, note = cheapest(affordable)
+        balance = format_amount(balances[option.index], option.decimals, option.symbol)
+        return Choice(option, f"cheapest of {among} the wallet can afford (balance {balance}){note}{skipped}", listing)
+    option, note = cheapest(payable)
+    return Choice(option, f"the wallet cannot afford any of {among}; took the cheapest payable one{note}{skipped}",
+                  listing)
 
 
 # ------------------------------------------------------------------------------------- JSON views
@@ -310,4 +354,4 @@ def offer_view(offer: PaymentRequired) -> dict[str, Any]:
 
 
 __all__ = ["normalize_endpoint", "chat_url", "CHAT_PATH", "decode_b64_json", "parse_payment_required", "probe",
-           "Choice", "choose_option", "option_listing", "option_view", "offer_view"]
+           "Choice", "choose_option", "cheapest", "option_listing", "option_view", "offer_view"]

@@ -51,7 +51,8 @@ def run(ctx: Context, args: Namespace) -> Result:
     ctx.notify(f"Probing {endpoint} ...")
     offer = x402.probe(peers.session, endpoint, args.model)
     wallet = peers.signer.address()
-    option = choose(peers, offer, wallet, index=args.payment_option, token=args.token, network=args.network).option
+    option = choose(peers, offer, wallet, index=args.payment_option, token=args.token, network=args.network,
+                    eligible=lambda o: cluster.can_spend(offer, o), eligible_reason="the cluster can spend").option
     cluster.check_spendable(offer, option, network=option.chain.name, url=purchases.chat_endpoint(endpoint))
     price = option.amount
     price_text = format_amount(price, option.decimals, option.symbol)
