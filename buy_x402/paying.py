@@ -217,6 +217,8 @@ def _data(ask: Ask, request: payment.PaidRequest, response: payment.PaidResponse
         data["content"] = sse_content(response.lines)
     elif ask.kind == "inference":
         data["content"] = completion_content(text)
+    if ask.kind == "inference":
+        data["model"] = json.loads(request.body).get("model")
     return data
 
 

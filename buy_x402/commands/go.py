@@ -5,7 +5,8 @@ way through the flow `pay`/`pay-agent` use (buy_x402/paying.py): a chat or agent
 streamed chat completion with the model --model names, else the model the offer advertises, else
 "auto"; an HTTP offer gets the request as given (--method, else POST with --data, else GET).
 A chat or agent offer without --message/--data is not paid: the options and the exact follow-up
-command are shown (and, for a chat offer, how to buy it for the cluster). Never creates state.
+command are shown (and, for a chat offer the cluster's x402-buyer can pay, how to buy vouchers for
+it). Never creates state.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import shlex
 from argparse import Namespace
 from typing import Any
 
-from .. import discover, x402
+from .. import cluster, discover, x402
 from ..errors import UsageError
 from ..paying import URL_RE, Ask, pay
 from ..peers import Peers
@@ -69,7 +70,7 @@ def _options(args: Namespace, found: discover.Discovery) -> dict[str, Any]:
         "x402Version": found.offer.x402_version, "options": [x402.option_view(o) for o in found.offer.accepts],
         "model": model, "next": f"buy.py go {url}{flags} --message {shlex.quote(PLACEHOLDER_MESSAGE)}", "buy": None,
     }
-    if found.kind == "chat":
+    if found.kind == "chat" and any(cluster.can_spend(found.offer, o) for o in found.offer.accepts):
         endpoint = x402.normalize_endpoint(args.url)
         out["buy"] = (f"buy.py buy {purchase_name(model)} --endpoint {shlex.quote(endpoint)} "
                       f"--model {shlex.quote(model) if model else 'MODEL_ID'} --count 10")
