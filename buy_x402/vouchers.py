@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, Mapping
 
-from . import cluster, purchases, schemes, x402
+from . import cluster, extensions, purchases, schemes, x402
 from .errors import KubeApiError
 from .offer import PaymentOption, PaymentRequired
 from .peers import Peers
@@ -37,7 +37,13 @@ def preflight(peers: Peers, option: PaymentOption, wallet: str, *,
 
 def presign(peers: Peers, option: PaymentOption, wallet: str, count: int, deadline: int, offer: PaymentRequired,
             plan: SigningPlan | None = None, signing_workers: int = SIGNING_WORKERS) -> list:
-    """Sign `count` vouchers for `option` through the remote signer, with progress on stderr."""
+    """Sign `count` vouchers for `option` through the remote signer, with progress on stderr. A seller
+    that requires an extension these vouchers cannot carry is refused first (buy's dry run comes here
+    with placeholder signatures, so that is before anything is signed)."""
+    resource = offer.resource.get("url") if isinstance(offer.resource, dict) else offer.resource
+    extensions.check_satisfiable(offer.extensions, url=str(resource or "the seller"),
+                                 sponsored=bool(plan and plan.permit_nonce_base is not None))
+
     def progress(done: int, total: int) -> None:
         peers.ctx.progress("signed", done, total)
     return peers.signer.presign(option, address=wallet, count=count, deadline=deadline, plan=plan,

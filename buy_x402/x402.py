@@ -323,7 +323,7 @@ def choose_option(accepts: list[PaymentOption], *, index: int | None = None, tok
     if affordable:
         option, note = cheapest(affordable)
         balance = format_amount(balances[option.index], option.decimals, option.symbol)
-        return Choice(option, f"cheapest of {among} the wallet can afford (balance {balance}){note}{skipped}", listing)
+        return Choice(option, f"cheapest the wallet can afford of {among} (balance {balance}){note}{skipped}", listing)
     option, note = cheapest(payable)
     return Choice(option, f"the wallet cannot afford any of {among}; took the cheapest payable one{note}{skipped}",
                   listing)
