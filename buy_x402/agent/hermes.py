@@ -20,11 +20,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from .. import shutdown
 from ..errors import AgentConfigError, UsageError
 from ..settings import Settings
-from ..yamlfile import YamlParseError, atomic_write, dump_yaml, parse_yaml
+from ..urls import shown
+from ..yamlfile import FileTooLarge, YamlParseError, atomic_write, dump_yaml, parse_yaml, remove_stale_temps
 from . import configfile
-from .configfile import ConfigLock, Snapshot
+from .configfile import ConfigLock, Snapshot, die_with_parent
 from .record import AdoptionRecord
 from .runtime import AgentConfig, ScheduledJob, WriteResult
 
@@ -99,6 +101,7 @@ class HermesRuntime:
         self.settings = settings
         self.cli = settings.agent_cli
         self.cli_timeout_s = cli_timeout_s
+        self._lock: ConfigLock | None = None
 
     # --- which file (set-default step 2) ---------------------------------------------------------
 
@@ -141,18 +144,6 @@ class HermesRuntime:
                    or (profile_home / MANAGED_MARKER).exists())
         return AgentConfig(home=home, profile=profile, profile_home=profile_home, path=path, managed=managed)
 
-    def lock(self, config: AgentConfig) -> ConfigLock:
-        lock_path = config.path.parent / LOCK_NAME
-        try:
-            return ConfigLock(lock_path)
-        except FileNotFoundError:
-            raise _refuse(config, "the Hermes config directory does not exist",
-                          "check HERMES_HOME and the active profile; Hermes must have been set up",
-                          "config_missing") from None
-        except OSError as exc:
-            raise _refuse(config, f"cannot create the lock file {lock_path} ({exc.strerror})",
-                          "run as the user that owns the Hermes home", "config_unwritable") from None
-
     def record(self, config: AgentConfig) -> AdoptionRecord:
         return AdoptionRecord(config.profile_home / STATE_DIR)
 
@@ -168,9 +159,18 @@ class HermesRuntime:
                 code="managed", data={"path": str(config.path)})
 
     def preflight(self, config: AgentConfig) -> Snapshot:
-        """Not managed, exists, readable, YAML, mapping root, usable `model`."""
+        """Not managed, exists, readable, YAML, mapping root, usable `model`, and an owner a rewrite
+        can keep. Called under `lock`, so temp files of a writer killed earlier are removed here."""
         self._check_managed(config)
-        return self.read(config)
+        remove_stale_temps(config.path)
+        before = self.read(config)
+        if not configfile.owner_can_be_kept(before.uid, before.gid):
+            me = f"{os.geteuid()}:{os.getegid()}"
+            raise _refuse(config, f"the Hermes config is owned by {before.uid}:{before.gid} and buy.py runs as "
+                          f"{me}, so any rewrite would leave it owned by {me}",
+                          f"run buy.py as the user that owns the Hermes config (uid {before.uid})",
+                          "owner_would_change")
+        return before
 
     def read(self, config: AgentConfig) -> Snapshot:
         """The file validated as `preflight` does, without the managed refusal (read-only callers)."""
@@ -186,6 +186,10 @@ class HermesRuntime:
         except configfile.NotARegularFile:
             raise _refuse(config, "the Hermes config is not a regular file",
                           "point HERMES_HOME at a directory holding config.yaml", "config_unreadable") from None
+        except FileTooLarge:
+            raise _refuse(config, f"the Hermes config is larger than {configfile.MAX_CONFIG_BYTES} bytes, so it is "
+                          "not read", "an agent config is a few KB: check what filled it, and trim it by hand",
+                          "config_too_large") from None
         except OSError as exc:
             raise _refuse(config, f"the Hermes config cannot be read ({exc.strerror})",
                           "check HERMES_HOME and the file", "config_unreadable") from None
@@ -235,26 +239,48 @@ class HermesRuntime:
         elif "${" in model:
             problem = "contains `${`, which Hermes expands as an environment variable"
         if problem:
-            raise UsageError(f"model name {model!r} {problem}",
+            raise UsageError(f"model name {shown(model, 60)} {problem}",
                              hint="pass the exact model id, e.g. paid/<remote-model>", code="bad_model_name")
 
     # --- write, verify, put back (steps 8-9) -----------------------------------------------------
 
+    def lock(self, config: AgentConfig) -> ConfigLock:
+        """The config lock; while it is held, a Hermes CLI child holds it too (see `run_cli`)."""
+        lock_path = config.path.parent / LOCK_NAME
+        try:
+            self._lock = ConfigLock(lock_path)
+        except FileNotFoundError:
+            raise _refuse(config, "the Hermes config directory does not exist",
+                          "check HERMES_HOME and the active profile; Hermes must have been set up",
+                          "config_missing") from None
+        except OSError as exc:
+            raise _refuse(config, f"cannot create the lock file {lock_path} ({exc.strerror})",
+                          "run as the user that owns the Hermes home", "config_unwritable") from None
+        return self._lock
+
     def run_cli(self, config: AgentConfig, args: list[str], timeout_s: float) -> tuple[int, str, str]:
-        """`hermes -p PROFILE ARGS…` in its own process group, so a timeout kills it and its children.
-        `-p` pins the profile resolved here; HERMES_HOME is the resolved home."""
+        """`hermes -p PROFILE ARGS…`, stopped together with buy.py whatever stops it.
+
+        The child runs in its own process group (a timeout or a signal kills it and its children),
+        dies with SIGKILL the moment buy.py dies (PR_SET_PDEATHSIG, even on SIGKILL of buy.py), and
+        inherits the config lock's descriptor: flock is released only when the last holder exits,
+        so a child can never write after the lock is released. `-p` pins the profile resolved
+        here; HERMES_HOME is the resolved home."""
         assert self.cli, "callers check that a Hermes CLI is configured"
         argv = [self.cli, "-p", config.profile or "default", *args]
         env = dict(os.environ)  # the child's environment, not a setting: HERMES_HOME must be the resolved home
         env["HERMES_HOME"] = str(config.home)
+        held = self._lock.fileno() if self._lock is not None else None
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True)
+                                stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True,
+                                pass_fds=(held,) if held is not None else (), preexec_fn=die_with_parent())
         try:
             out, err = proc.communicate(timeout=timeout_s)
-        except BaseException:  # a timeout, or Ctrl-C, which its own session does not receive
+        except BaseException:  # a timeout, or a signal (its own session receives none from the terminal)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            with shutdown.critical():  # reap it before the lock can be released
+                proc.communicate()
             raise
         return proc.returncode, out, err
 
@@ -298,7 +324,8 @@ class HermesRuntime:
     def _write_fallback(self, config: AgentConfig, before: Snapshot, model: str) -> None:
         """Edit config.yaml directly: re-read it, set model.default, replace it atomically (mode, owner kept)."""
         data = _expected_after(self.read(config), model)
-        atomic_write(config.path, dump_yaml(data), mode=before.mode, uid=before.uid, gid=before.gid)
+        atomic_write(config.path, dump_yaml(data), mode=before.mode, uid=before.uid, gid=before.gid,
+                     keep_owner=True)
 
     def verify(self, config: AgentConfig, before: Snapshot, model: str) -> None:
         """model.default == model and every other key, the mode and the owner as before."""

@@ -18,6 +18,7 @@ from ..errors import UsageError, WalletError
 from ..offer import PaymentOption, PaymentRequired
 from ..peers import Peers
 from ..result import Context, Result
+from ..urls import seller_url, shown
 from ..vouchers import choose, preflight
 
 DEFAULT_TIMEOUTS_S = {"http": 100.0, "inference": 600.0}
@@ -38,7 +39,8 @@ def build_request(args: Namespace, *, agent: bool) -> payment.PaidRequest:
     """The request to pay for, from the flags; usage errors before anything goes on the wire."""
     command = "pay-agent" if agent else "pay"
     if not URL_RE.match(args.url or ""):
-        raise UsageError(f"{args.url!r} is not an http(s) URL", hint=f"e.g. buy.py {command} https://seller/services/x")
+        raise UsageError(f"{shown(args.url, 80)} is not an http(s) URL", hint=f"e.g. buy.py {command} https://seller/services/x")
+    seller_url(args.url, f"the {command} URL")
     if args.type == "http":
         if agent:
             raise UsageError("pay-agent talks to a chat endpoint; --type http is for `pay`",
