@@ -376,7 +376,6 @@ def test_concurrent_writers_serialise_through_the_lock(tmp_path, user_home):
         sys.path.insert(0, {str(REPO)!r})
         from buy_x402.adoption import DefaultSwitch
         from buy_x402.agent.hermes import HermesRuntime
-from buy_x402.agent.record import took_effect
         from buy_x402.settings import Settings
         model, log = sys.argv[1], sys.argv[2]
         rt = HermesRuntime(Settings(agent_home={str(home)!r}, home={str(user_home)!r}, agent_cli=None))
