@@ -181,6 +181,10 @@ def adopt(peers: Peers, model: str, *, purchase: str | None = None, canary: bool
         if previous == model:
             result.update(changed=False, canary=None, write=None)
             return result
+        try:  # the record must be writable before a voucher is spent on the canary
+            switch.record.check()
+        except BuyError as err:
+            raise _refuse("pre-flight", err, model) from err
 
         # Step 4: selectable — LiteLLM lists it, and (for paid/) a purchase publishes it.
         try:

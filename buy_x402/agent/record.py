@@ -76,9 +76,15 @@ class AdoptionRecord:
         self.path = directory / STATE_NAME
         self.problems: list[str] = []   # malformed entries skipped by the last read
 
-    def _error(self, problem: str, hint: str, code: str) -> AgentConfigError:
-        return AgentConfigError(f"the buy-x402 state {problem}: {self.path}", hint=hint, code=code,
-                                data={"path": str(self.path)})
+    def _error(self, problem: str, hint: str, code: str, where: Path | None = None) -> AgentConfigError:
+        where = where or self.path
+        return AgentConfigError(f"the buy-x402 state {problem}: {where}", hint=hint, code=code,
+                                data={"path": str(where)})
+
+    def _not_a_directory(self) -> AgentConfigError:
+        return self._error("directory is a file, not a directory",
+                           "move that file aside; buy-x402 keeps its record in that directory", "state_unusable",
+                           where=self.directory)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -87,19 +93,24 @@ class AdoptionRecord:
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except FileExistsError:
-            raise self._error(f"directory {self.directory} is not a directory",
-                              "move that file aside; buy-x402 keeps its record in that directory",
-                              "state_unusable") from None
+        except (FileExistsError, NotADirectoryError):
+            raise self._not_a_directory() from None
         except OSError as exc:
             raise self._error(f"directory cannot be used ({exc.strerror})",
-                              "run as the user that owns the agent's home", "state_unusable") from None
+                              "run as the user that owns the agent's home", "state_unusable",
+                              where=self.directory) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             remove_stale_temps(self.path)
             yield
         finally:
             os.close(fd)
+
+    def check(self) -> None:
+        """AgentConfigError now, before anything is spent or switched, if the record could not be
+        written later (a file where its directory should be, no permission, a corrupt file)."""
+        with self._lock():
+            self._load()
 
     def read(self) -> dict[str, Any]:
         """The record with only well-formed history entries and events; `problems` names the ones
@@ -118,9 +129,7 @@ class AdoptionRecord:
         except FileNotFoundError:
             return {"version": STATE_VERSION, "history": [], "events": []}
         except NotADirectoryError:
-            raise self._error(f"directory {self.directory} is not a directory",
-                              "move that file aside; buy-x402 keeps its record in that directory",
-                              "state_unusable") from None
+            raise self._not_a_directory() from None
         except FileTooLarge:
             raise self._error(f"file is larger than {MAX_STATE_BYTES} bytes",
                               "inspect it and move it aside; a healthy record is a few KB", "state_corrupt") from None
