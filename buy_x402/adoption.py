@@ -51,6 +51,7 @@ class DefaultSwitch:
             self.record.record_pending(**entry)
             write = self.write(model)
             committed = True
+            shutdown.finishing()  # the switch stands: a later signal must not report it as undone
             return write
         except BaseException:
             if not committed:
@@ -68,6 +69,7 @@ class DefaultSwitch:
             with shutdown.critical():
                 self.record.pop(entry)
                 committed = True
+                shutdown.finishing()
             return write
         except BaseException:
             if not committed:
@@ -166,7 +168,7 @@ def _paid_purchase(peers: Peers, model: str, purchase: str | None) -> dict[str, 
 def _live_spent(peers: Peers, purchase: str | None) -> int | None:
     live = peers.buyer.try_status()
     entry = (live or {}).get(purchase or "")
-    return entry.get("spent") if entry else None
+    return entry.get("spent") if isinstance(entry, dict) else None
 
 
 def adopt(peers: Peers, model: str, *, purchase: str | None = None, canary: bool = True,
@@ -285,7 +287,7 @@ def show(peers: Peers) -> dict[str, Any]:
                     previous=last.get("previous"), rollback=ROLLBACK_COMMAND)
         live = peers.buyer.try_status()
         entry = (live or {}).get(last.get("purchase") or "")
-        if entry:
+        if isinstance(entry, dict):
             data["live"] = {"remaining": entry.get("remaining"), "spent": entry.get("spent")}
         elif live is None:
             data["live"] = None

@@ -264,8 +264,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None,
     out = Output(stdout or sys.stdout, stderr or sys.stderr)
     args_list = list(sys.argv[1:] if argv is None else argv)
     json_mode = "--json" in args_list
-    with shutdown.install():
+    with shutdown.install(restore=argv is not None):  # argv None: this is buy.py's own process
         result = _run(args_list, out, environ)
+        shutdown.finishing()
         if result is None:
             return ExitCode.OK
         signum = shutdown.received()

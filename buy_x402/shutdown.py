@@ -25,13 +25,14 @@ class _State:
         self.depth = 0                  # nesting of critical() blocks
         self.held: int | None = None    # a signal that arrived inside a critical block
         self.received: int | None = None  # the first signal this run got (raised or held)
+        self.decided = False            # the outcome stands: later signals are ignored
 
 
 _state = _State()
 
 
 def _handler(signum: int, frame: Any) -> None:
-    if _state.received is not None:
+    if _state.decided or _state.received is not None:
         return  # already on the way out: let the cleanup finish
     _state.received = signum
     if _state.depth:
@@ -46,9 +47,11 @@ def received() -> int | None:
 
 
 @contextlib.contextmanager
-def install() -> Iterator[None]:
+def install(*, restore: bool = True) -> Iterator[None]:
     """Deliver SIGINT/SIGTERM/SIGHUP as `Interrupted` for the duration of the block (main thread
-    only; elsewhere, e.g. a test calling `cli.main` from a worker thread, nothing changes)."""
+    only; elsewhere, e.g. a test calling `cli.main` from a worker thread, nothing changes). With
+    `restore`, the previous handlers come back at the end (an in-process caller); without it, a
+    process that called `finishing` keeps ignoring signals until it exits."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -60,9 +63,16 @@ def install() -> Iterator[None]:
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        _state = saved
+        if restore:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+            _state = saved
+
+
+def finishing() -> None:
+    """The run's outcome is decided (a verified switch has been committed, or only reporting is left):
+    from here a signal is ignored, so it can no longer turn a change that stands into "interrupted"."""
+    _state.decided = True
 
 
 @contextlib.contextmanager
@@ -81,4 +91,4 @@ def critical() -> Iterator[None]:
         raise Interrupted(signum)
 
 
-__all__ = ["install", "critical", "received", "SIGNALS"]
+__all__ = ["install", "finishing", "critical", "received", "SIGNALS"]
