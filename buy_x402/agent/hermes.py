@@ -317,7 +317,7 @@ class HermesRuntime:
         try:
             self._write_fallback(config, before, model)
         except OSError as exc:
-            raise _refuse(config, f"{why}, and the direct edit failed too ({exc.strerror}); the file is "
+            raise _refuse(config, f"{why}, and the direct edit failed too ({exc.strerror or exc}); the file is "
                           "unchanged", "run as the user that owns the Hermes home", "write_failed") from None
         return WriteResult("fallback", why)
 
