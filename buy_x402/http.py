@@ -39,43 +39,43 @@ class Exchange:
         self.timeout = timeout
         self.due = time.monotonic() + timeout
         self.expired = False
-        self._connections: list[Any] = []
+        self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._open = True
 
-    def watch(self, connection: Any) -> None:
+    def watch(self, sock: socket.socket) -> None:
+        """Cut `sock` at the deadline. The socket itself, not its connection: http.client hands the
+        socket over to the response and forgets it when the peer said `Connection: close`."""
         with self._lock:
             if not self._open:
                 return
-            self._connections.append(connection)
+            self._sockets.append(sock)
             expired = self.expired
         if expired:
-            _shut(connection)
+            _shut(sock)
 
     def expire(self) -> None:
         with self._lock:
             if not self._open:
                 return
             self.expired = True
-            connections = list(self._connections)
-        for connection in connections:
-            _shut(connection)
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
 
     def close(self) -> None:
         with self._lock:
             self._open = False
-            self._connections.clear()
+            self._sockets.clear()
 
     def left(self) -> float:
         return self.due - time.monotonic()
 
 
-def _shut(connection: Any) -> None:
-    """Wake up a read blocked on `connection`'s socket (the base class method also works for TLS)."""
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+def _shut(sock: socket.socket) -> None:
+    """Wake up a read blocked on `sock` (the base class method also works for a TLS socket)."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class _Watchdog:
@@ -130,8 +130,9 @@ def deadline(timeout: float) -> Iterator[Exchange]:
 
 def _register(connection: Any) -> None:
     exchange = getattr(_current, "exchange", None)
-    if exchange is not None and getattr(connection, "sock", None) is not None:
-        exchange.watch(connection)
+    sock = getattr(connection, "sock", None)
+    if exchange is not None and sock is not None:
+        exchange.watch(sock)
 
 
 class _Watched:
