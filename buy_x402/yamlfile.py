@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 64      # an agent config nests a handful of levels; deeper is hostile or broken
 TEMP_SUFFIX = ".tmp"
 
 
@@ -55,6 +56,7 @@ def _expanded_size(root: yaml.Node) -> int:
     """How many nodes the document has once every alias is expanded; YamlParseError past the limit
     or for an alias that contains itself. Linear in the graph: each node is sized once."""
     sizes: dict[int, int] = {}
+    heights: dict[int, int] = {}
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     open_nodes: set[int] = set()
     while stack:
@@ -65,7 +67,10 @@ def _expanded_size(root: yaml.Node) -> int:
             total = 1 + sum(sizes[id(child)] for child in children)
             if total > MAX_YAML_NODES:
                 raise YamlParseError(f"its aliases expand to more than {MAX_YAML_NODES} nodes")
-            sizes[key] = total
+            height = 1 + max((heights[id(child)] for child in children), default=0)
+            if height > MAX_YAML_DEPTH:
+                raise YamlParseError(f"it is nested more than {MAX_YAML_DEPTH} levels deep")
+            sizes[key], heights[key] = total, height
             open_nodes.discard(key)
             continue
         if key in sizes:
