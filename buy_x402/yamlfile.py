@@ -107,8 +107,9 @@ def parse_yaml(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise YamlParseError(f"not UTF-8 text (byte {exc.start})") from None
     # The pure-Python loader: libyaml's composer recurses in C and crashes the process on deep nesting.
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # its reader already refuses some characters
         node = loader.get_single_node()
         if node is None:
             return None
@@ -127,7 +128,8 @@ def parse_yaml(raw: bytes) -> Any:
             raise
         raise YamlParseError(f"a value cannot be read ({exc.__class__.__name__})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def dump_yaml(data: Any) -> bytes:
