@@ -133,6 +133,14 @@ def die_with_parent():
     return in_child
 
 
+def excerpt(text: str, secret: str | None = None, limit: int = 300) -> str:
+    """One line of CLI output for a message, with the LiteLLM key masked should it appear."""
+    text = " ".join(text.split())
+    if secret:
+        text = text.replace(secret, "****")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def differences(before: Any, after: Any, prefix: str = "") -> list[str]:
     """Dotted paths that differ between two parsed configs; names only, never values."""
     if isinstance(before, dict) and isinstance(after, dict):
@@ -205,5 +213,5 @@ def put_back(path: Path, before: Snapshot) -> bool:
 
 
 __all__ = ["Snapshot", "NotARegularFile", "read_file", "owner_can_be_kept", "OwnerNotRestored", "MAX_CONFIG_BYTES",
-           "die_with_parent", "snapshot", "ConfigLock", "differences", "ReadBackError",
+           "die_with_parent", "excerpt", "snapshot", "ConfigLock", "differences", "ReadBackError",
            "read_back", "put_back"]
