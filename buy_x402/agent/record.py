@@ -108,9 +108,15 @@ class AdoptionRecord:
 
     def check(self) -> None:
         """AgentConfigError now, before anything is spent or switched, if the record could not be
-        written later (a file where its directory should be, no permission, a corrupt file)."""
-        with self._lock():
-            self._load()
+        written later (a file where its directory should be, no permission, a corrupt file).
+        Touches nothing: a refused switch leaves the record's directory exactly as it was."""
+        if self.directory.exists() and not self.directory.is_dir():
+            raise self._not_a_directory()
+        self._load()
+        existing = self.directory if self.directory.exists() else self.directory.parent
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise self._error("directory cannot be written (permission denied)",
+                              "run as the user that owns the agent's home", "state_unusable", where=existing)
 
     def read(self) -> dict[str, Any]:
         """The record with only well-formed history entries and events; `problems` names the ones
