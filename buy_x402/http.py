@@ -118,21 +118,21 @@ def deadline(timeout: float) -> Iterator[Exchange]:
     """Every connection used in this thread inside the block is cut when `timeout` seconds have
     passed since it began; check `exchange.expired` afterwards."""
     exchange = Exchange(timeout)
-    previous = getattr(_current, "exchange", None)
-    _current.exchange = exchange
+    active = _current.__dict__.setdefault("exchanges", [])
+    active.append(exchange)  # nested deadlines (a watch around its request) all watch the sockets
     _watchdog.add(exchange)
     try:
         yield exchange
     finally:
         exchange.close()
-        _current.exchange = previous
+        active.remove(exchange)
 
 
 def _register(connection: Any) -> None:
-    exchange = getattr(_current, "exchange", None)
     sock = getattr(connection, "sock", None)
-    if exchange is not None and sock is not None:
-        exchange.watch(sock)
+    if sock is not None:
+        for exchange in getattr(_current, "exchanges", ()):
+            exchange.watch(sock)
 
 
 class _Watched:
