@@ -39,7 +39,7 @@ class DefaultSwitch:
 
     def last_adoption(self) -> dict | None:
         """The adoption `undo` would reverse, if the record holds one."""
-        return self.record.last(self.current)
+        return self.record.last(self.current, self.before.identity)
 
     def adopt(self, model: str, *, purchase: str | None, at: str) -> WriteResult:
         """Record the adoption as pending (so a restore works even if the process dies right after the
@@ -48,7 +48,7 @@ class DefaultSwitch:
         entry = {"adopted": model, "previous": self.current, "purchase": purchase, "at": at}
         committed = False
         try:
-            self.record.record_pending(**entry)
+            self.record.record_pending(**entry, config=self.before.identity)
             write = self.write(model)
             committed = True
             shutdown.finishing()  # the switch stands: a later signal must not report it as undone
@@ -269,12 +269,13 @@ def restore_previous_default(peers: Peers) -> dict[str, Any]:
 def show(peers: Peers) -> dict[str, Any]:
     """The agent's default now, where it came from, and (if buy-x402 adopted it) the pool behind it."""
     agent, config = peers.agent, peers.agent_config
-    current = agent.current_default(agent.read(config))
+    snapshot = agent.read(config)
+    current = agent.current_default(snapshot)
     data: dict[str, Any] = {"model": current, "config": str(config.path), "profile": config.profile or "default",
                             "managed": config.managed, "adopted_by_buy_x402": False}
     record = agent.record(config)
     try:
-        last = record.last(current)
+        last = record.last(current, snapshot.identity)
     except AgentConfigError as err:  # show is read-only: a broken record is reported, not fatal
         last = None
         peers.ctx.warn(f"{err.message} ({err.hint})")

@@ -303,7 +303,7 @@ def option_view(option: PaymentOption) -> dict[str, Any]:
                   "decimals": option.decimals},
         "asset": option.asset, "payTo": option.pay_to, "transferMethod": option.transfer_method,
         "signingDomain": schemes.of(option).domain(option) if option.chain is not None else None,
-        "maxTimeoutSeconds": option.max_timeout_seconds, "extra": option.extra, "problem": option.defect,
+        "maxTimeoutSeconds": option.max_timeout_seconds, "extra": option.extra,
     }
 
 

@@ -18,6 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from buy_x402.agent.configfile import identity_of  # noqa: E402
 from buy_x402.agent.record import AdoptionRecord  # noqa: E402
 
 BUY = str(REPO / "buy.py")
@@ -99,7 +100,7 @@ def config_problems(before: ConfigState, after: ConfigState, allowed: set[str]) 
 def last_adoption(home: Path, current: str | None) -> Any:
     """The adoption a restore would undo now (its status aside: settling pending → applied is no change)."""
     try:
-        last = AdoptionRecord(home / "buy-x402").last(current)
+        last = AdoptionRecord(home / "buy-x402").last(current, identity_of(os.stat(home / "config.yaml")))
     except Exception as exc:  # a corrupt record is itself a broken invariant
         return f"unreadable record: {exc}"
     return None if last is None else {k: last.get(k) for k in ("adopted", "previous", "purchase", "at")}

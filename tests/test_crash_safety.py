@@ -128,7 +128,8 @@ def test_sigkill_of_buy_py_kills_the_cli_before_it_can_write(world):
     # The pending entry of the killed run is there, but it is not taken for an adoption that happened.
     rt = HermesRuntime(Settings(agent_home=str(home), home=str(home.parent)))
     cfg = rt.resolve()
-    assert rt.record(cfg).last(rt.current_default(rt.read(cfg))) is None
+    snapshot = rt.read(cfg)
+    assert rt.record(cfg).last(rt.current_default(snapshot), snapshot.identity) is None
 
 
 def test_the_cli_child_holds_the_config_lock_while_it_runs(world):

@@ -29,6 +29,11 @@ class Snapshot:
     uid: int
     gid: int
     data: dict
+    identity: str = ""   # device, inode and mtime: any rewrite of the file changes it
+
+
+def identity_of(st: os.stat_result) -> str:
+    return f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}"
 
 
 class NotARegularFile(OSError):
@@ -67,7 +72,8 @@ def owner_can_be_kept(uid: int, gid: int) -> bool:
 
 
 def snapshot(raw: bytes, st: os.stat_result, data: dict) -> Snapshot:
-    return Snapshot(raw=raw, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, data=data)
+    return Snapshot(raw=raw, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, data=data,
+                    identity=identity_of(st))
 
 
 class ConfigLock:
@@ -212,6 +218,6 @@ def put_back(path: Path, before: Snapshot) -> bool:
     return True
 
 
-__all__ = ["Snapshot", "NotARegularFile", "read_file", "owner_can_be_kept", "OwnerNotRestored", "MAX_CONFIG_BYTES",
+__all__ = ["Snapshot", "identity_of", "NotARegularFile", "read_file", "owner_can_be_kept", "OwnerNotRestored", "MAX_CONFIG_BYTES",
            "die_with_parent", "excerpt", "snapshot", "ConfigLock", "differences", "ReadBackError",
            "read_back", "put_back"]

@@ -2,11 +2,13 @@
 
 `<profile home>/buy-x402/state.json` (dir 0700, file 0600):
 `{"version": 1, "history": [{adopted, previous, purchase, at, status}], "events": [...]}`.
-An adoption is written once, as `pending`, BEFORE the switch; whether it took effect is read from
-the agent's config, which callers pass in as `current`: a pending entry whose `adopted` is current
-took effect, one whose `previous` is still current did not (the run stopped or failed before the
-switch), and anything else means someone changed the default since. The next adoption settles it
-(`applied` or dropped) in its own single write, so a `set` rewrites the file once.
+An adoption is written once, as `pending`, BEFORE the switch, with the identity of the config file
+then (device, inode, mtime: every rewrite changes it). Whether it took effect is read from the
+config callers pass in (`current` default and its identity): a pending entry whose `adopted` is
+current took effect; one whose `previous` is current in the very file it was recorded against did not
+(the run stopped or failed before the switch); anything else means someone changed the default
+since. The next adoption settles it (`applied` or dropped) in its own single write, so a `set`
+rewrites the file once.
 
 A corrupt file is an error for writers, never silently reset: it is the only record of what the
 agent used before. Single malformed entries are skipped and reported (`problems`), so `default show`
@@ -32,7 +34,7 @@ MAX_EVENTS = 200
 MAX_HISTORY = 50
 MAX_STATE_BYTES = 1 << 20
 _ENTRY_FIELDS = ("adopted", "previous", "purchase", "at")
-_OPTIONAL = ("previous", "purchase", "at")
+_OPTIONAL = ("previous", "purchase", "at", "config")
 _STATUSES = ("pending", "applied")
 
 
@@ -54,12 +56,16 @@ def entry_problem(entry: Any) -> str | None:
     return None
 
 
-def took_effect(entry: dict, current: str | None) -> bool | None:
-    """Whether a pending adoption switched the default, judged by the default now: True (it is
-    current), False (its previous default still is), None (someone changed the default since)."""
+def took_effect(entry: dict, current: str | None, identity: str | None = None) -> bool | None:
+    """Whether a pending adoption switched the default, judged by the config now: True (its model is
+    current), False (its previous default still is, in the file it was recorded against), None
+    (someone changed the default since: back to the previous one counts, the file was rewritten)."""
     if current is not None and entry.get("adopted") == current:
         return True
     if entry.get("previous") == current:
+        recorded = entry.get("config")
+        if recorded and identity and recorded != identity:
+            return None
         return False
     return None
 
@@ -169,17 +175,18 @@ class AdoptionRecord:
                               "run as the user that owns the agent's home", "state_unwritable") from None
 
     def record_pending(self, *, adopted: str, previous: str | None, purchase: str | None,
-                       at: str | None = None) -> dict:
+                       at: str | None = None, config: str | None = None) -> dict:
         """Record an adoption before the switch, in one write that also settles the pending entries of
-        earlier runs against `previous` (the default now). Returns the entry, for `drop`."""
+        earlier runs against `previous` (the default now) and `config` (the file's identity now).
+        Returns the entry, for `drop`."""
         entry = {"adopted": adopted, "previous": previous, "purchase": purchase, "at": at or _now(),
-                 "status": "pending"}
+                 "status": "pending", "config": config}
         with self._lock():
             state = self._load()
             history = []
             for old in state["history"]:
                 if entry_problem(old) is None and old["status"] == "pending":
-                    if took_effect(old, previous) is False:
+                    if took_effect(old, previous, config) is False:
                         continue  # it never switched the default: forget it
                     old["status"] = "applied"
                 history.append(old)
@@ -200,13 +207,14 @@ class AdoptionRecord:
                     self._save(state)
                     return
 
-    def last(self, current: str | None) -> dict | None:
-        """The adoption a restore would undo, given the agent's `current` default: the newest one that
-        took effect or that someone changed the default away from since."""
+    def last(self, current: str | None, identity: str | None = None) -> dict | None:
+        """The adoption a restore would undo, given the agent's `current` default (and its config
+        file's `identity`): the newest one that took effect or that someone changed the default away
+        from since."""
         history = self.read()["history"]
         for index in range(len(history) - 1, -1, -1):
             entry = history[index]
-            if entry["status"] == "applied" or took_effect(entry, current) is not False:
+            if entry["status"] == "applied" or took_effect(entry, current, identity) is not False:
                 return dict(entry)
         return None
 

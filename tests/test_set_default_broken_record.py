@@ -1,6 +1,6 @@
-"""A purchase that went through but could not be adopted is exit 4 with the purchase's facts, whatever
-broke after it (the adoption record corrupt, a file where its directory should be, unreadable): never
-exit 1 without the facts, never a traceback. The config is byte for byte as before, the record as it
+"""`buy --set-default` with a broken adoption record: a purchase that went through but could not be
+adopted is exit 4 with the purchase's facts, whatever broke after it (the record corrupt, a file
+where its directory should be, unreadable): never exit 1 without the facts, never a traceback. The config is byte for byte as before, the record as it
 was, and the pool holds the vouchers just bought (the wallet paid for nothing it did not get).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import yaml
 from conftest import run_buy, stack_env
 from helpers import buyer_status, config_path, ensure_purchase, file_state, kube_get, offer
 
-NAME, MODEL = "t-deepseek", "deepseek-v4-pro"
+NAME, MODEL = "t-deepseek", "deepseek-v4-pro"   # after test_set_default.py, which makes it (bought here if alone)
 
 
 def broken_home(stack, tmp_path: Path, breakage: str) -> tuple[Path, Path]:
