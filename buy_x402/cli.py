@@ -328,7 +328,9 @@ def _interrupted(command: str, exc: Interrupted, out: Output) -> Result:
     """The run stopped on a signal; `exc.data` keeps what was already done (e.g. a written purchase)."""
     out.err(f"interrupted ({exc.name})")
     message = f"interrupted by {exc.name}; every change in progress was undone"
-    if exc.data:
+    if exc.note:
+        message = f"interrupted by {exc.name}; {exc.note}"
+    elif exc.data:
         message = f"interrupted by {exc.name}; what was already done is reported above"
     return Result(command=command, data=exc.data, exit_code=exc.exit_code,
                   error=BuyError(message, code="interrupted", data={"signal": exc.name}))

@@ -45,10 +45,11 @@ class Interrupted(BaseException):
     KeyboardInterrupt, so only cleanup code sees it on the way out. `data` carries facts a command
     wants reported anyway (e.g. a purchase that was already written)."""
 
-    def __init__(self, signum: int, data: dict[str, Any] | None = None) -> None:
+    def __init__(self, signum: int, data: dict[str, Any] | None = None, note: str | None = None) -> None:
         super().__init__(signum)
         self.signum = signum
         self.data = dict(data or {})
+        self.note = note  # what was already done that the stop could not undo
 
     @property
     def exit_code(self) -> "ExitCode":

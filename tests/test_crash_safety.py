@@ -1,6 +1,7 @@
 """Whatever stops buy.py, nothing is lost: the Hermes CLI child dies with it and never writes after the
 lock is released; SIGTERM/SIGINT undo the change in progress; temp files of killed writers are
-cleaned under the lock; the config's owner is kept or the message says it could not be.
+cleaned under the lock; the config's owner is kept or the message says it could not be; a `pay`
+stopped after its voucher left says the voucher may have been spent.
 
 The writer here is a stand-in Hermes CLI that writes late (so a child that outlives buy.py would be
 seen writing); the same runs against the real Hermes CLI are in tests/test_soak.py. The owner tests
@@ -15,8 +16,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -247,3 +249,58 @@ def test_a_put_back_that_cannot_restore_the_owner_says_so(nobody_home, tmp_path)
     assert hint.startswith(f"as root: chown 0:0 {nobody_home / 'config.yaml'}")
     raw, mode, uid, gid = owner_state(nobody_home / "config.yaml")
     assert (raw, mode) == before[:2] and (uid, gid) == (NOBODY, NOBODY)  # what the message says, exactly
+
+
+# --- a stop after the voucher left: said, not hidden -------------------------------------------------
+
+class _SlowSeller(BaseHTTPRequestHandler):
+    """A v1 x402 seller: the 402 at once; a paid request gets its headers, then nothing for a long time."""
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.headers.get("X-PAYMENT"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(30)
+            return
+        body = json.dumps({"x402Version": 1, "accepts": [{
+            "scheme": "exact", "network": "base-sepolia", "maxAmountRequired": "1000", "resource": "http://s/x",
+            "asset": "0x036CbD53842c5426634e7929541eC2318f3dCF7e", "payTo": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+            "extra": {"name": "USDC", "version": "2"}}]}).encode()
+        self.send_response(402)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_pay_stopped_after_its_voucher_left_says_it_may_be_spent(stack, tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowSeller)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**stack.env, "PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+        proc = subprocess.Popen([sys.executable, str(REPO / "buy.py"), "pay", f"http://127.0.0.1:{server.server_address[1]}/x",
+                                 "--type", "inference", "--message", "hi", "--json"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        err = ""
+        while "Paying" not in err:  # the voucher is signed and on its way
+            assert time.monotonic() < deadline and proc.poll() is None
+            err += proc.stderr.readline()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, rest = proc.communicate(timeout=30)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 143, err + rest
+    doc = json.loads(out)
+    assert doc["voucher_sent"] is True and doc["price"]["atomic"] == "1000"
+    assert "may have been spent" in doc["error"]["message"] and "buy.py balance" in doc["error"]["message"]
+    assert "Traceback" not in err + rest

@@ -143,6 +143,8 @@ def run(ctx: Context, args: Namespace) -> Result:
         return _after_purchase(peers, ctx, args, written, data, alias, policy)
     except Interrupted as exc:
         exc.data = {**data, **exc.data}
+        exc.note = exc.note or (f"PurchaseRequest {args.name} was written and is funded with {data['pool']} vouchers; "
+                                f"check it with `buy.py status {args.name}`")
         raise
 
 

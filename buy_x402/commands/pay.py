@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import payment, x402
 from ..amounts import auth_expiry, format_amount
-from ..errors import UsageError, WalletError
+from ..errors import Interrupted, UsageError, WalletError
 from ..offer import PaymentOption, PaymentRequired
 from ..peers import Peers
 from ..result import Context, Result
@@ -117,7 +117,13 @@ def _run(ctx: Context, args: Namespace, *, agent: bool) -> Result:
     ctx.notify(f"Paying {price_text} to {option.pay_to} on {option.chain.name} (x402 v{offer.x402_version}, "
                f"{header_name}) ...")
     sink = ctx.stream if (agent and not args.json) else None
-    response = payment.send_paid(peers.session, request, header_name, header_value, timeout=timeout, on_line=sink)
+    try:
+        response = payment.send_paid(peers.session, request, header_name, header_value, timeout=timeout, on_line=sink)
+    except Interrupted as exc:  # the voucher left this process: stopping cannot take it back
+        exc.data = {**exc.data, "url": request.url, "voucher_sent": True, "wallet": wallet,
+                    "price": {"atomic": str(option.amount), "display": price_text}}
+        exc.note = "the signed voucher was sent and may have been spent: check `buy.py balance` before retrying"
+        raise
 
     # 4. Outcome.
     settled = payment.settled_warning(response.settlement)
