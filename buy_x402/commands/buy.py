@@ -111,22 +111,12 @@ def run(ctx: Context, args: Namespace) -> Result:
     auths = presign(peers, option, wallet, count, valid_before, offer, plan)
 
     # 6. Declare.
-    if existing is None:
-        obj = purchases.build_purchase(args.name, peers.kube.config.namespace, endpoint=endpoint,
-                                       model=args.model, payment=payment, auths=auths, auto_refill=policy)
-        try:
-            written = peers.kube.create(obj)
-        except KubeApiError as err:
-            if err.reason == "AlreadyExists":
-                raise PurchaseError(f"PurchaseRequest {args.name} was created by someone else meanwhile; "
-                                    "nothing was written and the signed vouchers were discarded",
-                                    hint=f"re-run the same command to top {args.name} up") from err
-            raise
-        ctx.notify(f"Created PurchaseRequest {peers.kube.config.namespace}/{args.name}")
-    else:
-        written = replace_with_retry(peers, args.name, existing, live_entry, auths, payment, policy, endpoint)
-        ctx.notify(f"Updated PurchaseRequest {peers.kube.config.namespace}/{args.name} "
-                   f"({len(written['spec']['preSignedAuths'])} active vouchers)")
+    try:
+        written = _declare(peers, ctx, args, existing, live_entry, auths, payment, policy, endpoint)
+    except Interrupted as exc:  # the request may have reached the API server before the stop
+        exc.note = (f"the PurchaseRequest {args.name} may have been written with the {count} vouchers just signed: "
+                    f"check it with `buy.py status {args.name}` before buying again")
+        raise
 
     data: dict[str, Any] = {
         "name": args.name, "alias": alias, "model": args.model, "endpoint": endpoint,
@@ -146,6 +136,28 @@ def run(ctx: Context, args: Namespace) -> Result:
         exc.note = exc.note or (f"PurchaseRequest {args.name} was written and is funded with {data['pool']} vouchers; "
                                 f"check it with `buy.py status {args.name}`")
         raise
+
+
+def _declare(peers: Peers, ctx: Context, args: Namespace, existing: dict | None, live_entry: dict | None,
+             auths: list, payment: dict, policy: dict | None, endpoint: str) -> dict:
+    """Create the PurchaseRequest, or top the existing one up; the object the API server stored."""
+    if existing is None:
+        obj = purchases.build_purchase(args.name, peers.kube.config.namespace, endpoint=endpoint,
+                                       model=args.model, payment=payment, auths=auths, auto_refill=policy)
+        try:
+            written = peers.kube.create(obj)
+        except KubeApiError as err:
+            if err.reason == "AlreadyExists":
+                raise PurchaseError(f"PurchaseRequest {args.name} was created by someone else meanwhile; "
+                                    "nothing was written and the signed vouchers were discarded",
+                                    hint=f"re-run the same command to top {args.name} up") from err
+            raise
+        ctx.notify(f"Created PurchaseRequest {peers.kube.config.namespace}/{args.name}")
+        return written
+    written = replace_with_retry(peers, args.name, existing, live_entry, auths, payment, policy, endpoint)
+    ctx.notify(f"Updated PurchaseRequest {peers.kube.config.namespace}/{args.name} "
+               f"({len(written['spec']['preSignedAuths'])} active vouchers)")
+    return written
 
 
 def _after_purchase(peers: Peers, ctx: Context, args: Namespace, written: dict, data: dict[str, Any],
