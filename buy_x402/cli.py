@@ -21,6 +21,9 @@ from .inputs import MAX_DIGITS, finite_number
 from .result import Context, Result
 from .urls import redact, shown
 
+# Commands whose --json output is not the envelope: the host's `obol model status` decodes
+# `list --json` as the bare array of rows. On failure their stdout stays empty (the error goes to stderr).
+BARE_JSON = {"list": "purchases"}
 BOOL_TRUE = {"1", "true", "yes", "on"}
 BOOL_FALSE = {"0", "false", "no", "off"}
 
@@ -348,6 +351,12 @@ def _silence(stream: IO[str]) -> None:
 
 def render(result: Result, out: Output, json_mode: bool) -> int:
     from .render import render_text
+    if json_mode and result.command in BARE_JSON:
+        if result.error is None:
+            print(redact(json.dumps(result.data[BARE_JSON[result.command]], default=str)), file=out.stdout)
+        else:
+            out.err(_error_text(result.error))
+        return int(result.exit_code)
     if json_mode:
         print(redact(json.dumps(_envelope(result, out.warnings), default=str)), file=out.stdout)
         if result.error is not None:

@@ -33,6 +33,8 @@ DEFAULT_TIMEOUT_S = 30.0
 _HTTP_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
                  405: "MethodNotAllowed", 409: "Conflict", 410: "Gone", 422: "Invalid",
                  429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}
+# A server-side dry run that also refuses fields the schema does not declare (instead of pruning them).
+DRY_RUN = {"dryRun": "All", "fieldValidation": "Strict"}
 _UNSUPPORTED_HINT = ("give the kubeconfig user a static `token`, `tokenFile` or a client certificate, "
                      "or run the skill in-cluster with its service account")
 
@@ -242,12 +244,13 @@ class KubeClient:
     def list(self, label_selector: str | None = None) -> list[dict]:
         return self.list_with_version(label_selector)[0]
 
-    def create(self, obj: dict) -> dict:
-        return self._json("POST", body=obj)
+    def create(self, obj: dict, *, dry_run: bool = False) -> dict:
+        """POST; with `dry_run` the server validates and answers without storing (see DRY_RUN)."""
+        return self._json("POST", body=obj, params=DRY_RUN if dry_run else None)
 
-    def replace(self, obj: dict) -> dict:
+    def replace(self, obj: dict, *, dry_run: bool = False) -> dict:
         """PUT the whole object; its metadata.resourceVersion makes a stale write fail with Conflict."""
-        return self._json("PUT", f"/{obj['metadata']['name']}", body=obj)
+        return self._json("PUT", f"/{obj['metadata']['name']}", body=obj, params=DRY_RUN if dry_run else None)
 
     def replace_status(self, obj: dict) -> dict:
         """PUT the status subresource (spec changes in `obj` are ignored by the server)."""

@@ -113,6 +113,7 @@ class PaymentOption:
     decimals: int | None = None
     raw: dict = field(default_factory=dict)
     defect: str | None = None   # why the seller's option cannot be signed for as written (e.g. a bad payTo)
+    also_as: list[str] = field(default_factory=list)   # the same option advertised under other network spellings
 
     @property
     def payable(self) -> bool:
@@ -139,6 +140,7 @@ class PaymentRequired:
     source: str = "header"
     raw: dict = field(default_factory=dict)
     error: str | None = None
+    body: dict | None = None   # the 402's JSON body when it is an object, whatever `source` is
 
 
 __all__ = ["Chain", "CHAINS", "CHAIN_ALIASES", "supported_chains", "resolve_chain", "chain_or_none",

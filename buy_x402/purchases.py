@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 from . import schemes
 from .errors import PurchaseError, SellerError
+from .offer import chain_or_none, token_meta
 from .x402 import chat_url
 
 GROUP = "obol.org"
@@ -166,13 +167,33 @@ def check_same_payment(existing: dict[str, Any], tail: list[dict[str, Any]], pay
                  "or buy under another name", data={"name": name, "changes": changes})
 
 
+def voucher_price(auth: dict[str, Any]) -> str:
+    """The atomic amount a voucher pays: its `accepted.amount`, else what its authorization transfers."""
+    payment = auth.get("payment") or {}
+    accepted = payment.get("accepted") or {}
+    if accepted.get("amount"):
+        return str(accepted["amount"])
+    payload = payment.get("payload") or {}
+    permitted = ((payload.get("permit2Authorization") or {}).get("permitted") or {}).get("amount")
+    return str(permitted or (payload.get("authorization") or {}).get("value") or auth.get("value") or "")
+
+
+def stale_vouchers(tail: list[dict[str, Any]], payment: dict[str, Any]) -> list[dict[str, Any]]:
+    """Unspent vouchers signed for another price than `payment`'s: the seller matches the amount exactly,
+    so it refuses them, and the x402-buyer puts a refused voucher back at the head of its pool, where it
+    would block every newer voucher. A top-up drops them."""
+    price = str(payment.get("price") or "")
+    return [auth for auth in tail if voucher_price(auth) != price]
+
+
 def topup_object(existing: dict[str, Any], *, new_auths: list[dict[str, Any]], live_remaining: int,
                  payment: dict[str, Any], auto_refill: dict[str, Any] | None,
                  endpoint: str | None = None) -> dict[str, Any]:
     """The object to PUT for a top-up: unspent tail + new auths; metadata (resourceVersion) kept.
 
     `endpoint`, when given, replaces `spec.endpoint` (a seller that moved its offer URL), as the
-    upstream top-up does; the payment guard keeps the unspent vouchers valid for it.
+    upstream top-up does; the payment guard keeps the unspent vouchers valid for it. Unspent vouchers
+    signed at a price the seller no longer asks are dropped (`stale_vouchers`).
     """
     obj = copy.deepcopy(existing)
     obj.pop("status", None)
@@ -184,6 +205,8 @@ def topup_object(existing: dict[str, Any], *, new_auths: list[dict[str, Any]], l
     check_same_payment(existing, active, payment)
     if endpoint is not None:
         spec["endpoint"] = chat_endpoint(endpoint)
+    stale = stale_vouchers(active, payment)
+    active = [auth for auth in active if auth not in stale]
     pool = active + list(new_auths)
     if not pool:
         raise PurchaseError(f"top-up of PurchaseRequest {name} has no authorizations to keep or add",
@@ -359,7 +382,11 @@ LIST_FIELDS = ("name", "alias", "model", "remaining", "spent", "totalSigned", "e
 
 def list_row(obj: dict[str, Any], live_entry: dict[str, Any] | None, *,
              now: float | None = None) -> dict[str, Any]:
-    """One `list --json` row (§16; the host's `obol model status` parses these exact keys)."""
+    """One `list --json` row (§16; the host's `obol model status` parses these exact keys).
+
+    `chain` is the buyer's live `network` when it serves the purchase; the asset's symbol and decimals
+    come from the token table when the spec does not carry them.
+    """
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
     live = live_entry or {}
     payment = spec.get("payment") or {}
@@ -370,6 +397,11 @@ def list_row(obj: dict[str, Any], live_entry: dict[str, Any] | None, *,
     spent = live.get("spent") if live.get("spent") is not None else status.get("spent")
     total_signed = status.get("totalSigned")
     expired, _ = pool_expiry(active_tail(pool, remaining, clamp=True), time.time() if now is None else now)
+    symbol, decimals = payment.get("assetSymbol"), payment.get("assetDecimals")
+    if symbol is None or decimals is None:
+        known_symbol, known_decimals = token_meta(chain_or_none(payment.get("network")), payment.get("asset"), None)
+        symbol = known_symbol if symbol is None else symbol
+        decimals = known_decimals if decimals is None else decimals
     return {
         "name": meta.get("name"),
         "alias": live.get("public_model") or status.get("publicModel") or alias_for(model),
@@ -379,9 +411,9 @@ def list_row(obj: dict[str, Any], live_entry: dict[str, Any] | None, *,
         "totalSigned": int(total_signed if total_signed is not None else len(pool)),
         "expired": expired,
         "price": payment.get("price"),
-        "chain": payment.get("network"),
+        "chain": live.get("network") or payment.get("network"),
         "endpoint": spec.get("endpoint"),
         "autoRefill": bool((spec.get("autoRefill") or {}).get("enabled")),
-        "assetSymbol": payment.get("assetSymbol"),
-        "assetDecimals": payment.get("assetDecimals"),
+        "assetSymbol": symbol,
+        "assetDecimals": decimals,
     }

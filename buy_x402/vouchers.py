@@ -1,10 +1,12 @@
 """Voucher work shared by `buy`, `process` and `pay`: choosing the option to pay with (and saying
-which), the payment scheme's pre-flight, pre-signing, and the top-up write that retries on Conflict."""
+which), the payment scheme's pre-flight, pre-signing, the dry run of a write before anything is
+signed, and the top-up write that retries on Conflict."""
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Mapping
 
-from . import purchases, schemes, x402
+from . import cluster, purchases, schemes, x402
 from .errors import KubeApiError
 from .offer import PaymentOption, PaymentRequired
 from .peers import Peers
@@ -39,6 +41,28 @@ def presign(peers: Peers, option: PaymentOption, wallet: str, count: int, deadli
         peers.ctx.progress("signed", done, total)
     return peers.signer.presign(option, address=wallet, count=count, deadline=deadline, plan=plan,
                                 extensions=offer.extensions, on_progress=progress, workers=signing_workers)
+
+
+PLACEHOLDER_SIGNATURE = "0x" + "00" * 64 + "1b"
+
+
+def placeholder_auths(option: PaymentOption, wallet: str, count: int, deadline: int, offer: PaymentRequired,
+                      plan: SigningPlan | None = None) -> list:
+    """`count` vouchers of exactly the shape `presign` makes, with a zero signature: nothing is signed."""
+    from .signer import SignerClient
+
+    class Unsigned(SignerClient):
+        def sign_typed_data(self, address: str, typed: dict) -> str:
+            return PLACEHOLDER_SIGNATURE
+
+    quiet = SimpleNamespace(signer=Unsigned(None, ""), ctx=SimpleNamespace(progress=lambda *_: None))
+    return presign(quiet, option, wallet, count, deadline, offer, plan)
+
+
+def dry_run_write(peers: Peers, obj: dict, *, replace: bool) -> None:
+    """Ask the API server to validate the write to come (placeholder vouchers); refuse what it would
+    reject or prune. Raises before anything is signed."""
+    cluster.check_schema(peers.kube, obj, replace=replace)
 
 
 def replace_with_retry(peers: Peers, name: str, existing: dict, live_entry: dict, auths: list,

@@ -1,9 +1,12 @@
 """x402 payment requirements: endpoint normalisation, 402 parsing, the probe, option choice.
 
 A v2 seller (the reference SDK) puts its requirements only in the base64 `PAYMENT-REQUIRED` header
-and answers `{}` as the body; v1/Obol sellers put them in the JSON body. Both are read into the same
-`offer.PaymentRequired`, keeping each option's fields as the seller wrote them (the voucher must echo
-them); the payment scheme of each option is the one its extras select (`schemes`).
+and answers `{}` as the body; v1 sellers put them in the JSON body; Obol sellers do both. All are read
+into the same `offer.PaymentRequired`, keeping each option's fields as the seller wrote them (the
+voucher must echo them), and keeping the JSON body as it came (`body`), since the in-cluster buyer
+reads only that; the payment scheme of each option is the one its extras select (`schemes`). An Obol
+seller advertises each option twice, under the CAIP-2 network and its legacy alias; options that
+differ only in how the network is spelled are one option here (the first spelling kept).
 """
 from __future__ import annotations
 
@@ -161,6 +164,7 @@ def parse_payment_required(status: int, headers: Mapping[str, str] | None, body_
     if status != 402:
         raise SellerError(f"the seller answered HTTP {status}, expected 402 Payment Required: {_preview(body_bytes)}",
                           data={"status": status})
+    body = _json_object(body_bytes)
     header = _header(headers, PAYMENT_REQUIRED_HEADER)
     if header and header.strip():
         doc, source = _decode_header(header), "header"
@@ -177,14 +181,42 @@ def parse_payment_required(status: int, headers: Mapping[str, str] | None, body_
     if not isinstance(accepts, list) or not accepts:
         where = "PAYMENT-REQUIRED header" if source == "header" else "402 body"
         raise SellerError(f"the {where} has no 'accepts' array of payment options: {_doc_preview(doc)}")
-    options = [_parse_option(i, entry) for i, entry in enumerate(accepts, start=1)]
+    options = _merge_spellings([_parse_option(i, entry) for i, entry in enumerate(accepts, start=1)])
     try:
         version = int(doc.get("x402Version") or (2 if source == "header" else 1))
     except (TypeError, ValueError, OverflowError):
         version = 2 if source == "header" else 1
     extensions = doc.get("extensions") if isinstance(doc.get("extensions"), dict) else None
     return PaymentRequired(x402_version=version, accepts=options, resource=doc.get("resource"),
-                           extensions=extensions, source=source, raw=doc, error=doc.get("error"))
+                           extensions=extensions, source=source, raw=doc, error=doc.get("error"), body=body)
+
+
+def _json_object(body_bytes: bytes | str | None) -> dict | None:
+    try:
+        doc = load_json(body_bytes or b"")
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _merge_spellings(options: list[PaymentOption]) -> list[PaymentOption]:
+    """One option per payment: an entry equal to an earlier one but for the network's spelling of the
+    same chain (`eip155:84532` / `base-sepolia`) is folded into it; the rest are renumbered from 1."""
+    merged: list[PaymentOption] = []
+    for option in options:
+        same = next((m for m in merged if m.chain is not None and m.chain == option.chain
+                     and _without_network(m.raw) == _without_network(option.raw)), None)
+        if same is not None:
+            if option.network not in [same.network, *same.also_as]:
+                same.also_as.append(option.network)
+            continue
+        option.index = len(merged) + 1
+        merged.append(option)
+    return merged
+
+
+def _without_network(entry: dict) -> str:
+    return json.dumps({k: v for k, v in entry.items() if k != "network"}, sort_keys=True)
 
 
 def probe(session: requests.Session, endpoint: str, model_id: str | None, *, kind: str = "inference",

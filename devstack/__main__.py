@@ -1,7 +1,8 @@
 """`python -m devstack up|down|status|demo --dir DIR`: the command line only.
 
 `up` starts every part on 127.0.0.1 in dependency order, waits until each answers and writes
-DIR/env; it is idempotent (a healthy stack is left as it is). `down` stops every process it started,
+DIR/env; it is idempotent (a healthy stack is left as it is), and whenever it starts processes it
+starts from an empty DIR (no buyer state, buyer files or etcd of an earlier run survive). `down` stops every process it started,
 by PID. `demo` brings the stack up, runs the mission end to end and takes it down. The work is done
 in `stack.py` (up, down) and `demo.py`.
 """

@@ -75,6 +75,10 @@ def mission(stack: Stack) -> None:
           f"buy.py adopted {alias} (verified write, exit 0)")
     shown = buy_py(stack, "default", "show")
     check(shown["model"] == alias, f"default show reports {alias}")
+    live = buyer_status(stack)["demo-qwen"]
+    check((live["remaining"], live["spent"]) == (4, 1),
+          f"the buyer holds 4 vouchers and counts 1 spent, the canary's (got {live['remaining']}, {live['spent']}): "
+          "nothing left over from an earlier run")
 
     log("3. The next chat, no restart, is paid through the x402-buyer and settles on chain")
     spent_before = buyer_status(stack)["demo-qwen"]["spent"]

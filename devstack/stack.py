@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 DEPS = REPO / ".deps"
+DEVSTACK_MARKERS = ("env", "stack.json", "pids", "logs")  # what every earlier `up` left in its DIR
 
 
 class PartFailed(RuntimeError):
@@ -55,6 +57,20 @@ class Stack:
             if port not in self._ports:
                 self._ports.add(port)
                 return port
+
+    def start_clean(self) -> None:
+        """Empty DIR for a fresh start; refuse a non-empty DIR that is not a devstack's (never wipe a
+        directory someone passed by mistake, e.g. their home)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        entries = list(self.dir.iterdir())
+        if entries and not any((self.dir / marker).exists() for marker in DEVSTACK_MARKERS):
+            raise PartFailed(f"{self.dir} is not empty and holds no devstack (none of {', '.join(DEVSTACK_MARKERS)}); "
+                             "pass an empty or new directory")
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
     # -- processes ----------------------------------------------------------------------------
     def spawn(self, name: str, argv: list[str], *, env: dict[str, str] | None = None,
@@ -195,18 +211,19 @@ def log(msg: str) -> None:
 
 
 # Dependency order: each part may read what earlier parts put into stack.info.
-PARTS = ["kube", "chain", "signer", "seller", "upstream", "buyer", "litellm", "controller", "hermes"]
+PARTS = ["kube", "chain", "signer", "seller", "foreign", "upstream", "buyer", "litellm", "controller", "hermes"]
 
 
 def up(directory: str, parts: list[str] | None = None) -> Stack:
-    """Start `parts` (default: all, in order); a healthy stack already there is reused."""
+    """Start `parts` (default: all, in order); a healthy stack already there is reused. Whenever it
+    starts processes it starts from an empty DIR: no state of an earlier run survives."""
     stack = Stack(directory)
     if stack.load() and healthy(stack):
         log(f"already up; env: {stack.dir / 'env'}")
         return stack
     stack.stop_all()
     stack = Stack(directory)
-    stack.dir.mkdir(parents=True, exist_ok=True)
+    stack.start_clean()  # nothing from an earlier run (buyer state, etcd, files) leaks into this one
     log(f"starting in {stack.dir} (logs: {stack.logs})")
     stack.env.update(DEVSTACK_DIR=str(stack.dir))
     started = time.monotonic()

@@ -32,7 +32,8 @@ from devstack.stack import Stack, down, up  # noqa: E402
 BUY = str(REPO / "buy.py")
 # Fixtures that start devstack parts (anvil included) or run the real Hermes CLI; a test using one is
 # a stack test. A new such fixture belongs here.
-STACK_FIXTURES = frozenset({"stack", "kube_stack", "agent_stack", "devstack", "cluster", "chain_rpc", "hermes_cli"})
+STACK_FIXTURES = frozenset({"stack", "kube_stack", "agent_stack", "devstack", "cluster", "chain_rpc", "hermes_cli",
+                            "obol", "buyer"})
 
 
 def pytest_configure(config) -> None:

@@ -2,7 +2,9 @@
 and the idempotent set-ups several test modules share (purchases bought once per session)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -17,6 +19,7 @@ from buy_x402.kube import KubeClient
 from conftest import run_buy, stack_env
 from devstack import config
 from devstack.parts import chain as chain_part
+from devstack.parts import kube as kube_part
 from devstack.parts.chain import token_balance
 from devstack.stack import Stack
 
@@ -26,7 +29,44 @@ DRIFTED = "drift-refill"     # drift-model, whose seller price a test moves (pro
 
 
 def offer(stack: Stack, model: str) -> dict:
-    return next(o for o in stack.info["seller"]["offers"] if o["model"] == model)
+    """An offer of the Obol-shaped seller, or of the foreign one, by model id."""
+    offers = stack.info["seller"]["offers"] + stack.info.get("foreign", {}).get("offers", [])
+    return next(o for o in offers if o["model"] == model)
+
+
+@contextlib.contextmanager
+def cost_cap_schema(stack: Stack):
+    """The PurchaseRequest CRD with spec.autoRefill.maxUnitPrice for the block; the upstream one after it.
+
+    The API server prunes by the schema it serves, on writes and on reads: a stored cost cap is only
+    visible while the variant is installed.
+    """
+    kube_part.apply_crd(stack.info["kube"], kube_part.crd_with_cost_cap())
+    try:
+        yield
+    finally:
+        kube_part.apply_crd(stack.info["kube"], kube_part.crd_document())
+
+
+def buyer_files(stack: Stack, name: str) -> tuple[dict | None, list | None]:
+    """(config, auths) the controller wrote for purchase `name`, as the buyer reads them."""
+    buyer = stack.info["buyer"]
+    found = []
+    for directory in (buyer["config_dir"], buyer["auths_dir"]):
+        path = Path(directory) / f"{name}.json"
+        found.append(json.loads(path.read_text()) if path.exists() else None)
+    return found[0], found[1]
+
+
+def wait_until(check, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
 
 
 def kube_get(stack: Stack, name: str) -> dict | None:
@@ -151,23 +191,47 @@ def ensure_purchase(stack, name: str, model: str, *flags: str) -> dict:
     return kube(stack).get(name)
 
 
+def ready_for_its_generation(obj: dict) -> bool:
+    ready = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
+    return ready.get("status") == "True" and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+
+
 def settled(stack, name: str) -> dict:
-    """The PurchaseRequest once the controller has copied the buyer's counters into its status, so its
-    resourceVersion only moves again when something writes it."""
+    """The PurchaseRequest once it is Ready for its generation and its status counters equal the buyer's,
+    so nothing writes it again until its spec changes or vouchers are spent. The controller copies the
+    buyer's counters only when an event makes it reconcile (it does not poll), so a stale status gets
+    one: an annotation change, which is not a new generation."""
+    poked = {"at": 0.0}
+
     def check():
-        obj, entry = kube(stack).get(name), live(stack).get(name) or {}
-        status = obj.get("status") or {}
-        same = (status.get("remaining"), status.get("spent")) == (entry.get("remaining"), entry.get("spent"))
-        return obj if same and status.get("observedGeneration") == obj["metadata"]["generation"] else None
-    return wait(check, what=f"{name} status to follow the buyer")
+        obj, entry = kube(stack).get(name), live(stack).get(name)
+        if entry is None or not ready_for_its_generation(obj):
+            return None
+        if (obj["status"].get("remaining"), obj["status"].get("spent")) == (entry["remaining"], entry["spent"]):
+            return obj
+        if time.monotonic() - poked["at"] > 2:
+            poked["at"] = time.monotonic()
+            obj["metadata"].setdefault("annotations", {})["test/settle"] = str(time.time())
+            try:
+                kube(stack).replace(obj)
+            except KubeApiError as err:
+                assert err.reason == "Conflict", err
+        return None
+    return wait(check, what=f"{name} Ready with the buyer's counters")
 
 
 def spend(stack, model: str, n: int) -> None:
-    """Spend `n` vouchers: paid chats through the buyer, as LiteLLM would send them."""
+    """Spend `n` vouchers: paid chats through the buyer, as LiteLLM would send them; the seller's balance
+    on anvil must move by exactly its current price × n."""
+    url = offer(stack, model)["url"] + "/v1/chat/completions"
+    price = int(requests.post(url, json={"model": model, "messages": []}, timeout=10).json()["accepts"][0]["amount"])
+    pay_to = stack.info["seller"]["pay_to"]
+    before = usdc_balance(stack, pay_to)
     for _ in range(n):
         resp = requests.post(stack.env["X402_BUYER_URL"] + "/v1/chat/completions", timeout=60,
                              json={"model": f"paid/{model}", "messages": [{"role": "user", "content": "hi"}]})
         assert resp.status_code == 200, resp.text
+    assert usdc_balance(stack, pay_to) - before == price * n
 
 
 def spend_to(stack, name: str, model: str, remaining: int) -> None:

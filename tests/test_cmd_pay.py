@@ -1,4 +1,8 @@
-"""probe, balance, pay and pay-agent against the devstack's x402 SDK seller, settling on anvil.
+"""probe, balance, pay and pay-agent against the devstack's sellers, settling on anvil.
+
+`pay`/`pay-agent` speak both x402 versions per request, so they are tested against the Obol-shaped
+seller (the devstack's main seller: body and header, X-PAYMENT or PAYMENT-SIGNATURE) and against the
+foreign ones the cluster cannot pay (the reference SDK's header-only v2 offer and a v1 offer).
 
 Every paid test reads the balances back from the chain (not from the seller's word) and checks the
 settlement transaction's receipt. Bad inputs assert the message, the exit code and that no money moved.
@@ -33,7 +37,8 @@ PINNED_PAY_FIELDS = {"status", "settlement", "body", "bodyTruncated", "bodyBytes
 # ------------------------------------------------------------------------------------------ helpers
 
 def offer(stack, name: str) -> dict:
-    return next(o for o in stack.info["seller"]["offers"] if o["offer"] == name)
+    offers = stack.info["seller"]["offers"] + stack.info["foreign"]["offers"]
+    return next(o for o in offers if o["offer"] == name)
 
 
 def usdc(stack, owner: str) -> int:
@@ -93,6 +98,16 @@ def test_probe_v2_offer_lists_price_symbol_and_the_domain_the_token_uses(stack):
     text = run_buy(["probe", qwen["url"]], stack_env(stack))
     assert text.returncode == 0
     assert "0.001 USDC (1000 atomic)" in text.stdout and "x402 v2" in text.stdout and "eip3009" in text.stdout
+    # The Obol seller advertises the option twice (CAIP-2, then base-sepolia): one option for the user.
+    assert "[2]" not in text.stdout
+
+
+def test_probe_reference_sdk_offer_reads_the_header(stack):
+    sdk = offer(stack, "sdk")
+    doc = run_buy(["probe", sdk["url"], "--json"], stack_env(stack)).json
+    assert (doc["x402Version"], doc["source"]) == (2, "header")
+    [option] = doc["options"]
+    assert option["network"] == config.CAIP2 and option["price"]["atomic"] == sdk["price"]
 
 
 def test_probe_legacy_v1_offer_reads_the_body(stack):
@@ -113,7 +128,7 @@ def test_probe_multi_offer_lists_both_options(stack):
 
 
 def test_probe_of_a_url_that_is_not_x402_names_what_came_back(stack):
-    healthz = stack.info["seller"]["url"] + "/healthz"
+    healthz = stack.info["foreign"]["url"] + "/healthz"
     result = run_buy(["probe", healthz, "--type", "http", "--json"], stack_env(stack))
     assert result.returncode == 1
     error = result.json["error"]
@@ -193,10 +208,22 @@ def test_pay_http_type_sends_the_method_and_body_as_given(stack):
     assert balances(stack) == (agent_before - price, seller_before + price)
 
 
-def test_pay_agent_streams_sse_lines_to_stdout(stack):
-    gemma = offer(stack, "gemma")
+def test_pay_to_the_header_only_sdk_seller_uses_payment_signature(stack):
+    sdk = offer(stack, "sdk")
     agent_before, seller_before = balances(stack)
-    result = run_buy(["pay-agent", gemma["url"], "--message", "stream please"], stack_env(stack))
+    doc = run_buy(["pay", sdk["url"], "--type", "inference", "--message", "hi", "--json"], stack_env(stack)).json
+    assert doc["exit_code"] == 0 and (doc["paymentHeader"], doc["x402Version"]) == ("PAYMENT-SIGNATURE", 2)
+    assert doc["content"] == "paid answer from sdk-model via x402"
+    assert_settled_on_chain(stack, doc["settlement"])
+    price = int(sdk["price"])
+    assert balances(stack) == (agent_before - price, seller_before + price)
+
+
+def test_pay_agent_streams_sse_lines_to_stdout(stack):
+    # The reference SDK settles before it answers, so the settlement header comes with the stream.
+    sdk = offer(stack, "sdk")
+    agent_before, seller_before = balances(stack)
+    result = run_buy(["pay-agent", sdk["url"], "--message", "stream please"], stack_env(stack))
     assert result.returncode == 0, result.stderr
     data_lines = [line for line in result.stdout.splitlines() if line]
     assert data_lines[-1] == "data: [DONE]"
@@ -205,13 +232,13 @@ def test_pay_agent_streams_sse_lines_to_stdout(stack):
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert "Paid" not in result.stdout  # stdout is the stream only; the summary is on stderr
     assert "settlement success=True" in result.stderr
-    price = int(gemma["price"])
+    price = int(sdk["price"])
     assert balances(stack) == (agent_before - price, seller_before + price)
 
     request = json.dumps({"messages": [{"role": "user", "content": "again"}], "stream": False})
-    collected = run_buy(["pay-agent", gemma["url"], "--data", request, "--json"], stack_env(stack)).json
+    collected = run_buy(["pay-agent", sdk["url"], "--data", request, "--json"], stack_env(stack)).json
     assert collected["exit_code"] == 0 and collected["streamed"] is False
-    assert collected["content"] == f"paid answer from {gemma['model']} via x402"
+    assert collected["content"] == f"paid answer from {sdk['model']} via x402"
     assert collected["body"].rstrip().endswith("data: [DONE]")
     assert_settled_on_chain(stack, collected["settlement"])
 

@@ -3,7 +3,9 @@
 Each purchase here owns one model no other test buys (llama-4-scout, mistral-large-3, gemma-4-27b,
 drift-model).
 Most runs use `process NAME` so purchases of other tests cannot change what is asserted; the guardian
-runs use `process --all`, as the cron job does.
+runs use `process --all`, as the cron job does. Two purchases carry a cost cap, so the module runs with
+the CRD variant that declares spec.autoRefill.maxUnitPrice (the upstream CRD prunes it; `buy` then
+refuses --cost-cap, see tests/test_cluster_refusals.py).
 """
 from __future__ import annotations
 
@@ -18,13 +20,21 @@ from pathlib import Path
 import pytest
 
 from conftest import run_buy, stack_env
-from helpers import (CAPPED, DRIFTED, closed_port, config_bytes, drained_wallet, drift_purchase, ensure_purchase,
-                     hermes_default, kube, live, offer, seller_quotes_the_spec, settled, spend, spend_to,
-                     usdc_balance, wait)
+from helpers import (CAPPED, DRIFTED, closed_port, config_bytes, cost_cap_schema, drained_wallet, drift_purchase,
+                     ensure_purchase, hermes_default, kube, live, offer, ready_for_its_generation,
+                     seller_quotes_the_spec, settled, spend, spend_to, usdc_balance, wait)
 
 REFILL = "refill-llama"
 GUARDED = "guard-gemma"
 BUYER_DOWN_MESSAGE = "x402-buyer status is unavailable; cannot make safe refill decisions."
+
+
+# --------------------------------------------------------------------------------- shared helpers
+
+@pytest.fixture(scope="module", autouse=True)
+def cost_caps_kept(stack):
+    with cost_cap_schema(stack):
+        yield
 
 
 # ------------------------------------------------------------------------------------ auto-refill
@@ -100,11 +110,6 @@ def test_price_above_the_cost_cap_skips_the_refill_with_its_reason(stack):
     assert data["purchases"][0]["reason"].startswith("seller price 0.0015 USDC (1500 atomic) exceeds cost cap")
 
 
-def _ready_for_its_generation(obj: dict) -> bool:
-    ready = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), {})
-    return ready.get("status") == "True" and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
-
-
 def test_a_moved_seller_price_is_capped_then_followed_and_written_to_the_spec(stack):
     env = stack_env(stack)
     _, price_file = drift_purchase(stack)
@@ -123,31 +128,43 @@ def test_a_moved_seller_price_is_capped_then_followed_and_written_to_the_spec(st
         res = run_buy(["process", DRIFTED, "--json"], env)
         assert res.returncode == 0, res.stderr
         action = res.json["purchases"][0]
-        assert action["action"] == "refilled" and action["count"] == 2 and action["pool"] == 3
+        # The unspent voucher signed at 1000 is dropped: the seller now matches 1500 exactly and would refuse
+        # it, and the x402-buyer puts a refused voucher back at the head of its pool, blocking the new ones.
+        assert action["action"] == "refilled" and action["count"] == 2 and action["pool"] == 2
+        assert action["dropped"] == 1
         assert action["price_moved"] == {"from": "1000", "to": "1500"}
         assert action["cost"]["atomic"] == "3000"
         assert (f"{DRIFTED}: seller price moved 0.001 USDC (1000 atomic) → 0.0015 USDC (1500 atomic); "
                 "refilling at the seller's quote") in res.stderr
+        assert f"{DRIFTED}: dropping 1 unspent voucher(s) signed at another price" in res.stderr
         after = kube(stack).get(DRIFTED)
         pool = after["spec"]["preSignedAuths"]
         assert after["spec"]["payment"]["price"] == "1500"  # so the controller's probe agrees (§18.6)
-        assert pool[:1] == before["spec"]["preSignedAuths"][-1:]
-        assert [a["payment"]["payload"]["authorization"]["value"] for a in pool[1:]] == ["1500", "1500"]
-        assert all(a["payment"]["accepted"]["amount"] == "1500" for a in pool[1:])
+        assert not {a["id"] for a in pool} & {a["id"] for a in before["spec"]["preSignedAuths"]}
+        assert [a["payment"]["payload"]["authorization"]["value"] for a in pool] == ["1500", "1500"]
+        assert all(a["payment"]["accepted"]["amount"] == "1500" for a in pool)
         # The controller re-probes the seller for the new generation and finds the price it expects.
-        wait(lambda: _ready_for_its_generation(kube(stack).get(DRIFTED)), what="Ready for the refilled spec")
-        wait(lambda: live(stack)[DRIFTED]["remaining"] == 3, what="the refilled pool to go live")
+        wait(lambda: ready_for_its_generation(kube(stack).get(DRIFTED)), what="Ready for the refilled spec")
+        wait(lambda: live(stack)[DRIFTED]["remaining"] == 2, what="the refilled pool to go live")
+        # And the cluster can spend it: a paid call settles the new price (spend checks 1 × 1500 on chain).
+        spend(stack, "drift-model", 1)
     finally:
         seller_quotes_the_spec(stack)
 
 
 def _set_refill_threshold(stack, threshold: int) -> dict:
-    """Change the purchase's refill threshold and wait until the controller has it Ready again."""
+    """Change the purchase's refill threshold and wait until the controller has it Ready again.
+
+    Like every spec change the skill makes, it keeps only the vouchers the buyer has not spent: the
+    controller's first Ready for a new generation needs the live pool to equal the spec's vouchers."""
     obj = kube(stack).get(DRIFTED)
     if obj["spec"]["autoRefill"]["threshold"] != threshold:
         obj["spec"]["autoRefill"]["threshold"] = threshold
+        remaining = live(stack)[DRIFTED]["remaining"]
+        obj["spec"]["preSignedAuths"] = obj["spec"]["preSignedAuths"][len(obj["spec"]["preSignedAuths"]) - remaining:]
+        obj["spec"]["count"] = len(obj["spec"]["preSignedAuths"])
         kube(stack).replace(obj)
-    wait(lambda: _ready_for_its_generation(kube(stack).get(DRIFTED)), what="Ready for the new threshold")
+    wait(lambda: ready_for_its_generation(kube(stack).get(DRIFTED)), what="Ready for the new threshold")
     return settled(stack, DRIFTED)
 
 

@@ -1,4 +1,4 @@
-"""The devstack's chain, remote signer and x402 seller, exercised the way buy.py and x402-buyer use them.
+"""The devstack's chain, remote signer and foreign (reference x402 SDK) seller, exercised over HTTP.
 
 Payments are signed THROUGH the signer's HTTP API and settle for real on anvil; every check reads
 the chain back rather than trusting the seller's word.
@@ -33,7 +33,7 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
 @pytest.fixture(scope="module")
 def devstack(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("devstack-chain"))
-    stack = up(directory, ["chain", "signer", "seller"])
+    stack = up(directory, ["chain", "signer", "foreign"])
     yield stack
     down(directory)
 
@@ -49,7 +49,7 @@ def b64json(value: str) -> dict:
 
 
 def offer_url(stack, offer: str) -> str:
-    return f"{stack.env['SELLER_BASE_URL']}/services/{offer}/v1/chat/completions"
+    return f"{stack.env['FOREIGN_SELLER_BASE_URL']}/services/{offer}/v1/chat/completions"
 
 
 def balance(stack, owner: str) -> int:
@@ -172,23 +172,40 @@ def test_signer_typed_data_with_or_without_the_domain_type(devstack, http):
     assert signed[0] == signed[1]
 
 
-# -- seller ------------------------------------------------------------------------------------
+# -- foreign seller (reference SDK) -------------------------------------------------------------
+def test_sdk_offer_puts_its_requirements_only_in_the_header(devstack, http):
+    resp = http.post(offer_url(devstack, "sdk"), json=CHAT, timeout=10)
+    assert resp.status_code == 402 and resp.json() == {}
+    assert b64json(resp.headers["PAYMENT-REQUIRED"])["accepts"]
+
+
+def test_sdk_offer_ignores_x_payment_and_challenges_again(devstack, http):
+    """What the in-cluster buyer would meet: a valid v2 payment in X-PAYMENT is not even read."""
+    required = probe_v2(devstack, http, "sdk")
+    payer = devstack.info["chain"]["agent_address"]
+    before = balance(devstack, payer)
+    resp = http.post(offer_url(devstack, "sdk"), json=CHAT, headers={"X-PAYMENT": v2_header(devstack, http, required)},
+                     timeout=30)
+    assert resp.status_code == 402 and "PAYMENT-REQUIRED" in resp.headers
+    assert balance(devstack, payer) == before
+
+
 def test_v2_payment_through_the_signer_settles_on_chain_and_replay_is_refused(devstack, http):
-    required = probe_v2(devstack, http, "qwen")
+    required = probe_v2(devstack, http, "sdk")
     assert required["x402Version"] == 2
     accepted = required["accepts"][0]
     assert accepted["amount"] == "1000" and accepted["network"] == "eip155:84532"
     assert accepted["asset"] == config.USDC_ADDRESS and accepted["extra"] == {"name": "USDC", "version": "2"}
-    payer, pay_to = devstack.info["chain"]["agent_address"], devstack.info["seller"]["pay_to"]
+    payer, pay_to = devstack.info["chain"]["agent_address"], devstack.info["foreign"]["pay_to"]
     assert accepted["payTo"] == pay_to
     before = balance(devstack, payer), balance(devstack, pay_to)
 
     header = v2_header(devstack, http, required)
-    resp = http.post(offer_url(devstack, "qwen"), json=CHAT, headers={"PAYMENT-SIGNATURE": header}, timeout=30)
+    resp = http.post(offer_url(devstack, "sdk"), json=CHAT, headers={"PAYMENT-SIGNATURE": header}, timeout=30)
     assert resp.status_code == 200, resp.headers.get("PAYMENT-REQUIRED")
     body = resp.json()
-    assert body["object"] == "chat.completion" and body["model"] == "qwen3.6-35b"
-    assert body["choices"][0]["message"]["content"] == "paid answer from qwen3.6-35b via x402"
+    assert body["object"] == "chat.completion" and body["model"] == "sdk-model"
+    assert body["choices"][0]["message"]["content"] == "paid answer from sdk-model via x402"
     assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
     settled = b64json(resp.headers["PAYMENT-RESPONSE"])
     assert settled["success"] is True and settled["transaction"].startswith("0x")
@@ -196,35 +213,24 @@ def test_v2_payment_through_the_signer_settles_on_chain_and_replay_is_refused(de
     assert int(receipt["status"], 16) == 1
     assert (balance(devstack, payer), balance(devstack, pay_to)) == (before[0] - 1000, before[1] + 1000)
 
-    replay = http.post(offer_url(devstack, "qwen"), json=CHAT, headers={"PAYMENT-SIGNATURE": header}, timeout=30)
+    replay = http.post(offer_url(devstack, "sdk"), json=CHAT, headers={"PAYMENT-SIGNATURE": header}, timeout=30)
     assert replay.status_code == 402
     assert "nonce" in b64json(replay.headers["PAYMENT-REQUIRED"])["error"]
     assert (balance(devstack, payer), balance(devstack, pay_to)) == (before[0] - 1000, before[1] + 1000)
 
 
 def test_streaming_answer_is_sse(devstack, http):
-    required = probe_v2(devstack, http, "deepseek")
-    resp = http.post(offer_url(devstack, "deepseek"), json=dict(CHAT, stream=True),
+    required = probe_v2(devstack, http, "sdk")
+    resp = http.post(offer_url(devstack, "sdk"), json=dict(CHAT, stream=True),
                      headers={"PAYMENT-SIGNATURE": v2_header(devstack, http, required)}, timeout=30)
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/event-stream")
     events = [line[len("data: "):] for line in resp.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
-    assert all(c["object"] == "chat.completion.chunk" and c["model"] == "deepseek-v4-pro" for c in chunks)
+    assert all(c["object"] == "chat.completion.chunk" and c["model"] == "sdk-model" for c in chunks)
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
-    assert text == "paid answer from deepseek-v4-pro via x402"
-
-
-def test_multi_offer_has_two_options_and_the_second_one_pays(devstack, http):
-    required = probe_v2(devstack, http, "multi")
-    assert [a["amount"] for a in required["accepts"]] == ["3000", "1000"]
-    payer = devstack.info["chain"]["agent_address"]
-    before = balance(devstack, payer)
-    resp = http.post(offer_url(devstack, "multi"), json=CHAT,
-                     headers={"PAYMENT-SIGNATURE": v2_header(devstack, http, required, option=1)}, timeout=30)
-    assert resp.status_code == 200 and resp.json()["model"] == "multi-model"
-    assert balance(devstack, payer) == before - 1000
+    assert text == "paid answer from sdk-model via x402"
 
 
 def test_legacy_offer_speaks_v1(devstack, http):
@@ -236,7 +242,7 @@ def test_legacy_offer_speaks_v1(devstack, http):
     accepted = required["accepts"][0]
     assert accepted["maxAmountRequired"] == "1000" and accepted["network"] == "base-sepolia"
     assert accepted["resource"] == url
-    payer, pay_to = devstack.info["chain"]["agent_address"], devstack.info["seller"]["pay_to"]
+    payer, pay_to = devstack.info["chain"]["agent_address"], devstack.info["foreign"]["pay_to"]
     before = balance(devstack, payer), balance(devstack, pay_to)
 
     payment = {"x402Version": 1, "scheme": "exact", "network": "base-sepolia",
@@ -253,12 +259,13 @@ def test_legacy_offer_speaks_v1(devstack, http):
     assert balance(devstack, payer) == before[0] - 1000
 
 
-def test_stack_info_describes_the_offers(devstack):
-    seller = devstack.info["seller"]
-    offers = {o["offer"]: o for o in seller["offers"]}
-    assert {o["offer"] for o in config.OFFERS} <= set(offers)
-    assert offers["multi"]["listed"] is False and offers["legacy"]["listed"] is False
-    assert offers["qwen"] == dict(offers["qwen"], model="qwen3.6-35b", price="1000", listed=True,
-                                  url=f"{seller['url']}/services/qwen")
-    assert devstack.env["SELLER_URL"] == offers["qwen"]["url"]
-    assert devstack.env["SELLER_MODEL"] == "qwen3.6-35b"
+def test_stack_info_describes_the_foreign_offers(devstack):
+    foreign = devstack.info["foreign"]
+    offers = {o["offer"]: o for o in foreign["offers"]}
+    assert set(offers) == {"sdk", "legacy"}
+    assert offers["sdk"] == dict(offers["sdk"], model="sdk-model", price="1000", listed=True, x402_version=2,
+                                 url=f"{foreign['url']}/services/sdk")
+    assert offers["legacy"]["x402_version"] == 1
+    assert devstack.env["FOREIGN_SELLER_URL"] == offers["sdk"]["url"]
+    assert devstack.env["FOREIGN_V1_SELLER_URL"] == offers["legacy"]["url"]
+    assert "SELLER_URL" not in devstack.env  # the main (Obol-shaped) seller is another part

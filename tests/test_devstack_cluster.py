@@ -1,9 +1,10 @@
 """The simulated cluster pieces against the real ones: controller + x402-buyer with the real Kubernetes
-API server, the x402 SDK seller and anvil.
+API server, the Obol-shaped seller, the foreign (reference SDK and x402 v1) seller and anvil.
 
 Vouchers are signed here with eth-account (not through buy.py), so these tests pin the controller's
-and the buyer's contract on their own: a PurchaseRequest becomes Ready with the reference status,
-a paid chat through the buyer settles exactly the price on chain, and each refusal has its reason.
+and the buyer's contract on their own (obol-wire.md §1, §3): a PurchaseRequest becomes Ready with the
+reference status, a paid chat through the buyer settles exactly the price on chain, each refusal has
+its reason, and a foreign seller's vouchers fail exactly as the "mismatch cases" say.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from eth_account.messages import encode_typed_data
 from devstack import config
 from devstack.stack import down, up
 
-PARTS = ["kube", "chain", "signer", "seller", "buyer", "controller"]
+PARTS = ["kube", "chain", "signer", "seller", "foreign", "buyer", "controller"]
 PR_PATH = "/apis/obol.org/v1alpha1/namespaces/{ns}/purchaserequests"
 AGENT = Account.from_key(config.AGENT_KEY)
 
@@ -80,7 +81,7 @@ def condition(pr: dict | None, ctype: str) -> dict:
 
 
 def offer(stack, model: str) -> dict:
-    return next(o for o in stack.info["seller"]["offers"] if o["model"] == model)
+    return next(o for o in stack.info["seller"]["offers"] + stack.info["foreign"]["offers"] if o["model"] == model)
 
 
 def sign_auths(stack, price: str, count: int, network: str = config.CAIP2) -> list[dict]:
@@ -162,7 +163,7 @@ def qwen_purchase(cluster, kube) -> dict:
 
 def test_no_process_of_the_stack_carries_the_api_token_on_its_command_line(cluster):
     token = cluster.info["kube"]["token"].encode()
-    processes = ["etcd", "crdsrv", "anvil", "erpc", "signer", "seller", "buyer", "controller"]
+    processes = ["etcd", "crdsrv", "anvil", "erpc", "signer", "seller", "foreign", "buyer", "controller"]
     cmdlines = {name: Path(f"/proc/{cluster.pid(name)}/cmdline").read_bytes() for name in processes}
     assert [name for name, line in cmdlines.items() if token in line] == []
     token_file = Path(cluster.dir / "kube" / "controller-token")
@@ -181,12 +182,25 @@ def test_purchase_becomes_ready_with_the_reference_status(cluster, qwen_purchase
     reasons = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
     assert reasons == {"Probed": ("True", "Validated"), "AuthsLoaded": ("True", "Loaded"),
                        "Configured": ("True", "Written"), "Ready": ("True", "Reconciled")}
+    assert condition(pr, "Probed")["message"] == f"402: {offer(cluster, model)['price']} on {config.CAIP2}"
+    assert condition(pr, "Configured")["message"] == "Wrote 3 auths to llm/x402-buyer-auths"
     assert condition(pr, "Ready")["message"] == "Sidecar: 3 remaining, 0 spent"
     assert buyer_status(cluster)["qwen"] == {
         "url": offer(cluster, model)["url"], "remote_model": model, "public_model": f"paid/{model}",
         "remaining": 3, "spent": 0, "network": config.CHAIN_NAME}
-    models = requests.get(cluster.info["buyer"]["url"] + "/v1/models", timeout=5).json()
-    assert f"paid/{model}" in [m["id"] for m in models["data"]]
+    # The buyer files, as the real controller writes them: the spec's payment completed from accepts[0],
+    # and the vouchers verbatim.
+    buyer = cluster.info["buyer"]
+    written = json.loads((Path(buyer["config_dir"]) / "qwen.json").read_text())
+    assert written == {"url": offer(cluster, model)["url"], "network": config.CHAIN_NAME,
+                       "payTo": cluster.info["seller"]["pay_to"], "price": offer(cluster, model)["price"],
+                       "asset": config.USDC_ADDRESS, "assetSymbol": "USDC", "assetDecimals": 6,
+                       "assetTransferMethod": "eip3009", "eip712Name": "USDC", "eip712Version": "2",
+                       "remoteModel": model}
+    auths = json.loads((Path(buyer["auths_dir"]) / "qwen.json").read_text())
+    assert auths == [{"id": a["id"], "payment": a["payment"]} for a in pr["spec"]["preSignedAuths"]]
+    # The real buyer has no model listing: LiteLLM publishes paid/<model>.
+    assert requests.get(buyer["url"] + "/v1/models", timeout=5).status_code == 404
 
 
 def test_paid_chat_spends_one_voucher_and_settles_the_price(cluster, kube, qwen_purchase):
@@ -196,11 +210,18 @@ def test_paid_chat_spends_one_voucher_and_settles_the_price(cluster, kube, qwen_
     resp = chat(cluster, f"paid/{model}")
     assert resp.status_code == 200, resp.text
     assert resp.json()["choices"][0]["message"]["content"] == f"paid answer from {model} via x402"
-    assert "PAYMENT-RESPONSE" in resp.headers
+    assert resp.headers["PAYMENT-RESPONSE"] == resp.headers["X-PAYMENT-RESPONSE"]  # passed through as sent
     assert usdc_balance(cluster, pay_to) - before == price
     live = buyer_status(cluster)["qwen"]
     assert (live["remaining"], live["spent"]) == (2, 1)
-    # The controller mirrors the buyer's counters into the status while Ready.
+    state = json.loads(Path(cluster.info["buyer"]["state"]).read_text())
+    assert list(state) == ["consumed"] and len(state["consumed"]["qwen"]) == 1
+    assert state["consumed"]["qwen"][0] in {a["id"] for a in qwen_purchase["spec"]["preSignedAuths"]}
+    # The controller's informer has no resync: a Ready purchase's counters move only on an event for it.
+    assert kube.get("qwen")["status"]["remaining"] == 3
+    pr = kube.get("qwen")
+    pr["metadata"].setdefault("annotations", {})["test/poke"] = "1"  # an event, not a new generation
+    kube.replace(pr)
     pr = kube.wait("qwen", lambda p: p["status"].get("spent") == 1)
     assert pr["status"]["remaining"] == 2 and is_ready(pr)
     assert condition(pr, "Ready")["message"] == "Sidecar: 2 remaining, 1 spent"
@@ -218,7 +239,7 @@ def test_streaming_chat_passes_server_sent_events_through(cluster, qwen_purchase
 def test_new_generation_is_reconfigured_and_waits_for_the_runtime_pool(cluster, kube, qwen_purchase):
     model = config.OFFERS[0]["model"]
     price = offer(cluster, model)["price"]
-    consumed = set(json.loads(Path(cluster.info["buyer"]["state"]).read_text())["consumed"])
+    consumed = set(json.loads(Path(cluster.info["buyer"]["state"]).read_text())["consumed"]["qwen"])
     pr = kube.get("qwen")
     old = pr["spec"]["preSignedAuths"]
     unspent = [a for a in old if a["id"] not in consumed]
@@ -249,7 +270,7 @@ def test_concurrent_chats_never_spend_a_voucher_twice(cluster, kube):
     before = usdc_balance(cluster, pay_to)
     with ThreadPoolExecutor(5) as pool:
         codes = sorted(r.status_code for r in pool.map(lambda _: chat(cluster, f"paid/{model}"), range(5)))
-    assert codes == [200, 200, 200, 402, 402]
+    assert codes == [200, 200, 200, 502, 502]  # an empty pool is a payment error: the reverse proxy's 502
     assert usdc_balance(cluster, pay_to) - before == 3 * price
     assert (buyer_status(cluster)["burst"]["remaining"], buyer_status(cluster)["burst"]["spent"]) == (0, 3)
 
@@ -260,16 +281,18 @@ def test_rejected_voucher_is_put_back_and_the_failure_relayed(cluster, kube):
     auths[0]["payment"]["payload"]["authorization"]["value"] = "999"  # no longer what was signed
     kube.create("rejected", spec_for(cluster, model, auths))
     kube.wait("rejected", is_ready)
-    resp = chat(cluster, f"paid/{model}")
-    assert resp.status_code == 402
-    assert "PAYMENT-REQUIRED" in resp.headers
-    assert buyer_status(cluster)["rejected"] == {**buyer_status(cluster)["rejected"], "remaining": 1, "spent": 0}
+    for _ in range(2):  # released to the head of the pool, so the next call sends it again
+        resp = chat(cluster, f"paid/{model}")
+        assert resp.status_code == 402
+        assert resp.json()["extensions"]["paymentFailure"]["reason"] == "payment_invalid"
+        assert "PAYMENT-REQUIRED" in resp.headers
+        assert buyer_status(cluster)["rejected"] == {**buyer_status(cluster)["rejected"], "remaining": 1, "spent": 0}
 
 
 def test_unknown_model_is_404(cluster):
     resp = chat(cluster, "paid/nobody-sells-this")
     assert resp.status_code == 404
-    assert resp.json()["error"]["message"] == "no purchased upstream mapped for requested model"
+    assert resp.text == "no purchased upstream mapped for requested model\n"
 
 
 def test_price_that_differs_from_the_seller_is_a_pricing_mismatch(cluster, kube):
@@ -279,6 +302,7 @@ def test_price_that_differs_from_the_seller_is_a_pricing_mismatch(cluster, kube)
     pr = kube.wait("mismatch", lambda p: condition(p, "Probed").get("status") == "False")
     assert condition(pr, "Probed")["reason"] == "PricingMismatch"
     assert condition(pr, "Probed")["message"] == f"spec.price=1 but endpoint wants {real}"
+    assert [c["type"] for c in pr["status"]["conditions"]] == ["Probed"]  # a failed probe blocks every stage
     assert not is_ready(pr) and "mismatch" not in buyer_status(cluster)
 
 
@@ -297,16 +321,62 @@ def test_purchase_without_vouchers_has_no_auths(cluster, kube):
     assert condition(pr, "Probed")["status"] == "True"
 
 
-def test_legacy_v1_seller_is_paid_with_x_payment(cluster, kube):
-    model, pay_to = "legacy-model", cluster.info["seller"]["pay_to"]
+# -- the mismatch cases of obol-wire.md: a foreign seller's vouchers placed in a PurchaseRequest by hand --
+
+def test_a_v1_sellers_vouchers_reach_ready_but_every_payment_is_refused(cluster, kube):
+    """The probe reads the v1 body's accepts[0] and is satisfied; the buyer sends the voucher as signed,
+    an x402 v2 envelope in X-PAYMENT, which the v1 seller refuses; the voucher goes back to the head and
+    is tried again on the next call, forever. (Until issue 8 the simulated buyer re-wrapped it for v1.)"""
+    model, pay_to = "legacy-model", cluster.info["foreign"]["pay_to"]
     price = offer(cluster, model)["price"]
     kube.create("legacy", spec_for(cluster, model, sign_auths(cluster, price, 1, network=config.CHAIN_NAME)))
     kube.wait("legacy", is_ready)
     before = usdc_balance(cluster, pay_to)
-    resp = chat(cluster, f"paid/{model}")
-    assert resp.status_code == 200, resp.text
-    assert usdc_balance(cluster, pay_to) - before == int(price)
-    assert buyer_status(cluster)["legacy"]["spent"] == 1
+    for _ in range(2):
+        resp = chat(cluster, f"paid/{model}")
+        assert resp.status_code == 402 and resp.json()["x402Version"] == 1
+        assert (buyer_status(cluster)["legacy"]["remaining"], buyer_status(cluster)["legacy"]["spent"]) == (1, 0)
+    assert usdc_balance(cluster, pay_to) == before
+
+
+def test_a_header_only_sellers_purchase_never_passes_the_probe(cluster, kube):
+    """The controller reads the 402 body only; the reference SDK seller's body is `{}`."""
+    model = "sdk-model"
+    kube.create("sdk", spec_for(cluster, model, sign_auths(cluster, offer(cluster, model)["price"], 1)))
+    pr = kube.wait("sdk", lambda p: condition(p, "Probed").get("status") == "False")
+    assert (condition(pr, "Probed")["reason"], condition(pr, "Probed")["message"]) == \
+        ("InvalidPricing", "402 body missing accepts")
+    assert "sdk" not in buyer_status(cluster)
+    kube.delete("sdk")
+    kube.wait("sdk", lambda p: p is None)
+
+
+def test_the_buyer_cannot_pay_a_header_only_seller_even_when_configured(cluster):
+    """The buyer alone, with files placed by hand as a controller would write them: the 402 body has no
+    accepts, so no voucher is taken and the caller gets the reverse proxy's 502."""
+    model, price = "sdk-model", offer(cluster, "sdk-model")["price"]
+    buyer, pay_to = cluster.info["buyer"], cluster.info["foreign"]["pay_to"]
+    auths = sign_auths(cluster, price, 1)
+    config_file, auths_file = Path(buyer["config_dir"]) / "by-hand.json", Path(buyer["auths_dir"]) / "by-hand.json"
+    auths_file.write_text(json.dumps(auths))
+    config_file.write_text(json.dumps({"url": offer(cluster, model)["url"], "network": config.CHAIN_NAME,
+                                       "payTo": pay_to, "price": price, "asset": config.USDC_ADDRESS,
+                                       "remoteModel": model}))
+    try:
+        assert requests.post(buyer["url"] + "/admin/reload", timeout=5).status_code == 200
+        deadline = time.monotonic() + 10
+        while "by-hand" not in buyer_status(cluster):
+            assert time.monotonic() < deadline, "the buyer did not load the hand-written files"
+            time.sleep(0.1)
+        before = usdc_balance(cluster, pay_to)
+        resp = chat(cluster, f"paid/{model}")
+        assert (resp.status_code, resp.content) == (502, b"")
+        assert buyer_status(cluster)["by-hand"]["remaining"] == 1 and buyer_status(cluster)["by-hand"]["spent"] == 0
+        assert usdc_balance(cluster, pay_to) == before
+    finally:
+        config_file.unlink()
+        auths_file.unlink()
+        requests.post(buyer["url"] + "/admin/reload", timeout=5)
 
 
 def test_drained_purchase_is_deleted_and_torn_down(cluster, kube):
@@ -315,8 +385,7 @@ def test_drained_purchase_is_deleted_and_torn_down(cluster, kube):
     kube.wait("drain", is_ready)
     assert chat(cluster, f"paid/{model}").status_code == 200
     empty = chat(cluster, f"paid/{model}")
-    assert empty.status_code == 402
-    assert empty.json()["error"]["message"] == "no pre-signed authorizations left for drain"
+    assert (empty.status_code, empty.content) == (502, b"")  # empty pool: a payment error, the proxy's 502
     kube.delete("drain")
     kube.wait("drain", lambda p: p is None)
     assert "drain" not in buyer_status(cluster)

@@ -15,6 +15,7 @@ import pytest
 from buy_x402 import settings as settings_mod
 from buy_x402.errors import KubeApiError, NotReadyError, TransportError
 from buy_x402.kube import KubeClient, WaitTimeout, load_config
+from devstack.parts import kube as kube_part
 from devstack.stack import down, up
 
 
@@ -143,11 +144,40 @@ def test_status_subresource_ignores_spec(client):
     assert client.replace(again)["status"]["remaining"] == 2
 
 
-def test_auto_refill_cost_cap_survives(client):
+def test_the_upstream_schema_has_no_cost_cap_and_a_strict_dry_run_says_so(client):
+    """The devstack serves the upstream CRD: a plain write prunes autoRefill.maxUnitPrice; a dry run with
+    fieldValidation=Strict (what buy.py sends before signing) refuses it and stores nothing."""
     name = _name()
     refill = {"enabled": True, "threshold": 1, "count": 5, "maxUnitPrice": "1500", "maxSpendPerDay": "100000"}
+    with pytest.raises(KubeApiError) as caught:
+        client.create(_pr(name, autoRefill=refill), dry_run=True)
+    assert caught.value.reason == "BadRequest"
+    assert 'unknown field "spec.autoRefill.maxUnitPrice"' in caught.value.message
+    with pytest.raises(KubeApiError) as missing:
+        client.get(name)
+    assert missing.value.reason == "NotFound"
+    checked = client.create(_pr(name, autoRefill={k: v for k, v in refill.items() if k != "maxUnitPrice"}),
+                            dry_run=True)
+    assert checked["metadata"]["name"] == name and "uid" in checked["metadata"]
+    with pytest.raises(KubeApiError):
+        client.get(name)  # a dry run stores nothing
     client.create(_pr(name, autoRefill=refill))
-    assert client.get(name)["spec"]["autoRefill"] == refill
+    assert client.get(name)["spec"]["autoRefill"] == {k: v for k, v in refill.items() if k != "maxUnitPrice"}
+
+
+def test_a_variant_schema_keeps_the_cost_cap_and_pruning_follows_the_served_schema(kube_stack, client):
+    name = _name()
+    refill = {"enabled": True, "threshold": 1, "count": 5, "maxUnitPrice": "1500"}
+    kube_part.apply_crd(kube_stack.info["kube"], kube_part.crd_with_cost_cap())
+    try:
+        client.create(_pr(name, autoRefill=refill), dry_run=True)
+        obj = client.create(_pr(name, autoRefill=refill))
+        assert client.get(name)["spec"]["autoRefill"] == refill
+        replaced = client.replace(dict(obj, spec=dict(obj["spec"], count=1)), dry_run=True)
+        assert replaced["spec"]["count"] == 1 and client.get(name)["spec"]["count"] == 2
+    finally:
+        kube_part.apply_crd(kube_stack.info["kube"], kube_part.crd_document())
+    assert client.get(name)["spec"]["autoRefill"] == {k: v for k, v in refill.items() if k != "maxUnitPrice"}
 
 
 def test_unknown_spec_fields_are_pruned(client):

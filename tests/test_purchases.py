@@ -331,3 +331,31 @@ def test_list_row_without_live_entry_or_status_falls_back():
     row = pr.list_row(obj, None, now=0)
     assert (row["alias"], row["remaining"], row["spent"], row["totalSigned"], row["autoRefill"]) == \
         ("paid/qwen3.6-35b", 0, 0, 3, False)
+
+
+def test_list_row_takes_the_chain_from_the_buyer_and_the_token_from_the_table():
+    obj = live_object(n=1)
+    for key in ("assetSymbol", "assetDecimals"):
+        obj["spec"]["payment"].pop(key, None)
+    row = pr.list_row(obj, {"remaining": 1, "spent": 0, "network": "base-sepolia-live"}, now=0)
+    assert (row["chain"], row["assetSymbol"], row["assetDecimals"]) == ("base-sepolia-live", "USDC", 6)
+    obj["spec"]["payment"]["asset"] = "0x" + "77" * 20  # a token the table does not know stays unknown
+    row = pr.list_row(obj, None, now=0)
+    assert (row["chain"], row["assetSymbol"], row["assetDecimals"]) == ("base-sepolia", None, None)
+    obj["spec"]["payment"].update(network="nowhere")
+    assert pr.list_row(obj, None, now=0)["assetSymbol"] is None
+
+
+def test_topup_drops_unspent_vouchers_signed_at_a_price_the_seller_no_longer_asks():
+    existing = live_object(n=3, remaining=2)
+    tail = existing["spec"]["preSignedAuths"][1:]
+    moved = dict(PAYMENT, price="1500")
+    assert pr.stale_vouchers(tail, PAYMENT) == [] and pr.stale_vouchers(tail, moved) == tail
+    new = [{"id": "0xnew", "payment": {"x402Version": 2, "accepted": {"amount": "1500"},
+                                       "payload": {"signature": "0xsig", "authorization": {"value": "1500"}}}}]
+    obj = pr.topup_object(existing, new_auths=new, live_remaining=2, payment=moved, auto_refill=None)
+    assert obj["spec"]["preSignedAuths"] == new and obj["spec"]["count"] == 1
+    same = pr.topup_object(existing, new_auths=[auth(9)], live_remaining=2, payment=PAYMENT, auto_refill=None)
+    assert same["spec"]["preSignedAuths"] == tail + [auth(9)]
+    flat = {"signature": "0x", "from": "0x1", "to": "0x2", "value": "1000", "nonce": "0x3"}
+    assert pr.voucher_price(flat) == "1000" and pr.stale_vouchers([flat], moved) == [flat]

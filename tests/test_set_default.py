@@ -11,7 +11,7 @@ import yaml
 
 from conftest import run_buy, stack_env
 from devstack import config
-from helpers import (DRIFTED, agent_chat, buyer_status, config_path, drift_purchase, file_state,
+from helpers import (DRIFTED, agent_chat, buyer_status, config_path, cost_cap_schema, drift_purchase, file_state,
                      kube_get, litellm_chat, offer, seller_quotes_the_spec, usdc_balance)
 
 MODEL = "deepseek-v4-pro"
@@ -44,6 +44,8 @@ def test_the_mission_adopt_chat_paid_restore_chat_free(stack):
     mode_before = file_state(path)[1]
     assert hermes_get(stack) == config.FREE_MODEL
     assert "free answer" in agent_chat(stack, "hello")
+    pay_to, price = stack.info["chain"]["pay_to"], int(offer(stack, MODEL)["price"])
+    seller_at_start = usdc_balance(stack, pay_to)
 
     result = run_buy(["buy", NAME, "--endpoint", offer(stack, MODEL)["url"], "--model", MODEL, "--count", "4",
                       "--auto-refill", "--set-default", "--json"], stack_env(stack))
@@ -65,9 +67,9 @@ def test_the_mission_adopt_chat_paid_restore_chat_free(stack):
     # The canary spent exactly one voucher.
     live = buyer_status(stack)[NAME]
     assert live["spent"] == 1 and live["remaining"] == 3
+    assert usdc_balance(stack, pay_to) - seller_at_start == price  # the canary, settled on chain
 
     # The live proof: the next chat with the running agent is paid and settles on chain.
-    pay_to, price = stack.info["chain"]["pay_to"], int(offer(stack, MODEL)["price"])
     seller_before = usdc_balance(stack, pay_to)
     answer = agent_chat(stack, "which model answers now?")
     assert f"paid answer from {MODEL}" in answer
@@ -213,7 +215,8 @@ def test_refuses_when_the_canary_fails_on_an_empty_pool(stack, tmp_path):
 
 
 def test_refuses_when_the_canary_fails_on_a_failing_seller(stack, tmp_path):
-    _, price_file = drift_purchase(stack)
+    with cost_cap_schema(stack):  # the shared drift purchase is bought with a cost cap
+        _, price_file = drift_purchase(stack)
     seller_quotes_the_spec(stack)
     assert buyer_status(stack)[DRIFTED]["remaining"] > 0  # vouchers to spend: only the seller is wrong
     spent = buyer_status(stack)[DRIFTED]["spent"]

@@ -1,7 +1,9 @@
 """`buy.py buy NAME --endpoint URL --model ID ...`: probe, pre-sign, PurchaseRequest, Ready, adopt.
 
 Nothing is signed before every check that can fail without spending has passed (arguments, seller
-price, payment option, amounts, wallet, ownership of the model, top-up guards, auto-refill policy).
+price, payment option, a seller the cluster's x402-buyer can pay (buy_x402/cluster.py), amounts,
+wallet, ownership of the model, top-up guards, auto-refill policy, and a server-side dry run of the
+exact PurchaseRequest write, so a field the cluster's schema would drop is refused, not lost).
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import time
 from argparse import Namespace
 from typing import Any
 
-from .. import purchases, refill, schemes, x402
+from .. import cluster, purchases, refill, schemes, x402
 from ..adoption import adopt
 from ..amounts import auth_count, auth_expiry, format_amount, parse_money
 from ..errors import (BuyError, DefaultNotChanged, ExitCode, Interrupted, KubeApiError, NotReadyError,
@@ -21,7 +23,8 @@ from ..inputs import model_id
 from ..result import Context, Result
 from ..scheduling import ensure_schedule
 from ..urls import seller_url, shown
-from ..vouchers import SIGNING_WORKERS, choose, preflight, presign, replace_with_retry
+from ..vouchers import (SIGNING_WORKERS, choose, dry_run_write, placeholder_auths, preflight, presign,
+                        replace_with_retry)
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -50,6 +53,7 @@ def run(ctx: Context, args: Namespace) -> Result:
     offer = x402.probe(peers.session, endpoint, args.model)
     wallet = peers.signer.address()
     option = choose(peers, offer, wallet, index=args.payment_option, token=args.token, network=args.network).option
+    cluster.check_spendable(offer, option, network=option.chain.name, url=purchases.chat_endpoint(endpoint))
     price = option.amount
     price_text = format_amount(price, option.decimals, option.symbol)
 
@@ -101,16 +105,31 @@ def run(ctx: Context, args: Namespace) -> Result:
                                            decimals=option.decimals)
     if existing is not None:
         purchases.check_same_payment(existing, tail, payment)
+        stale = purchases.stale_vouchers(tail, payment)
+        if stale:
+            ctx.notify(f"{args.name}: dropping {len(stale)} unspent voucher(s) signed at another price; the seller "
+                       f"now asks {price_text} and would refuse them")
         old_endpoint = existing.get("spec", {}).get("endpoint")
         if old_endpoint != purchases.chat_endpoint(endpoint):
             ctx.notify(f"{args.name} moves from {old_endpoint} to {purchases.chat_endpoint(endpoint)}")
 
-    # 5. Sign (the only step that commits the wallet).
+    # 5. The exact write to come, validated by the API server with placeholder vouchers.
+    placeholders = placeholder_auths(option, wallet, count, valid_before, offer, plan)
+    if existing is None:
+        dry_run_write(peers, purchases.build_purchase(args.name, peers.kube.config.namespace, endpoint=endpoint,
+                                                      model=args.model, payment=payment, auths=placeholders,
+                                                      auto_refill=policy), replace=False)
+    else:
+        dry_run_write(peers, purchases.topup_object(existing, new_auths=placeholders,
+                                                    live_remaining=live_entry["remaining"], payment=payment,
+                                                    auto_refill=policy, endpoint=endpoint), replace=True)
+
+    # 6. Sign (the only step that commits the wallet).
     ctx.notify(f"Signing {count} authorizations at {price_text} each "
                f"(total {format_amount(total, option.decimals, option.symbol)}) ...")
     auths = presign(peers, option, wallet, count, valid_before, offer, plan)
 
-    # 6. Declare.
+    # 7. Declare.
     try:
         written = _declare(peers, ctx, args, existing, live_entry, auths, payment, policy, endpoint)
     except Interrupted as exc:  # the request may have reached the API server before the stop
@@ -162,7 +181,7 @@ def _declare(peers: Peers, ctx: Context, args: Namespace, existing: dict | None,
 
 def _after_purchase(peers: Peers, ctx: Context, args: Namespace, written: dict, data: dict[str, Any],
                     alias: str, policy: dict | None) -> Result:
-    # 7. Wait for Ready (watch, not poll).
+    # 8. Wait for Ready (watch, not poll).
     ctx.notify("Waiting for the controller to reconcile the PurchaseRequest ...")
     try:
         obj, failure = _wait_ready(peers, ctx, written, args.timeout)
@@ -183,7 +202,7 @@ def _after_purchase(peers: Peers, ctx: Context, args: Namespace, written: dict, 
             hint=f"check it with: {nxt}", data={"next": nxt})
         return Result("buy", data, ExitCode.NOT_READY, err)
 
-    # 8. Adopt.
+    # 9. Adopt.
     if args.set_default:
         try:
             data["set_default"] = adopt(peers, alias, purchase=args.name, canary=not args.no_canary,

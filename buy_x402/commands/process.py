@@ -6,6 +6,9 @@ something failed. Refills follow obol-buy-x402.md §13.2, plus the fix of §18.6
 price is written to `spec.payment.price`, so the controller's probe does not flag PricingMismatch).
 Unlike §13.2, a seller that cannot be probed fails the refill (exit 1) rather than signing at the
 stored price: vouchers for a price nobody confirmed may all be refused, and the wallet is committed.
+A refill applies `buy`'s rules before signing: a seller the cluster's buyer can pay (cluster.py) and
+a server-side dry run of the exact write; unspent vouchers signed at a price the seller no longer
+asks are dropped (purchases.stale_vouchers).
 The guardian keeps an agent that adopted `paid/<id>` from being bricked when that pool runs dry.
 """
 from __future__ import annotations
@@ -14,7 +17,7 @@ import time
 from argparse import Namespace
 from typing import Any
 
-from .. import purchases, refill, x402
+from .. import cluster, purchases, refill, x402
 from ..adoption import PAID_PREFIX, restore_previous_default
 from ..agent.record import AdoptionRecord
 from ..amounts import auth_expiry, format_amount
@@ -23,7 +26,7 @@ from ..errors import (AgentConfigError, BuyError, DefaultNotChanged, ExitCode, K
 from ..offer import PaymentOption, PaymentRequired
 from ..peers import Peers
 from ..result import Context, Result
-from ..vouchers import preflight, presign, replace_with_retry
+from ..vouchers import dry_run_write, placeholder_auths, preflight, presign, replace_with_retry
 
 BUYER_UNAVAILABLE = "x402-buyer status is unavailable; cannot make safe refill decisions."
 EVENT_CHANGED_ELSEWHERE = "default_changed_elsewhere"
@@ -143,14 +146,23 @@ def _reconcile(peers: Peers, obj: dict, entry: dict) -> dict[str, Any]:
     signing_plan = preflight(peers, option, wallet)
 
     valid_before = auth_expiry(peers.settings.auth_ttl, int(time.time()))
-    auths = presign(peers, option, wallet, plan.count, valid_before, offer, signing_plan)
+    cluster.check_spendable(offer, option, network=str(payment.get("network") or ""),
+                            url=purchases.chat_endpoint(spec.get("endpoint") or ""))
     new_payment = purchases.merge_payment(payment, {**payment, "price": str(price)})
+    stale = purchases.stale_vouchers(active, new_payment)
+    if stale:
+        peers.ctx.notify(f"{name}: dropping {len(stale)} unspent voucher(s) signed at another price: the seller "
+                         f"now asks {fmt(price)} and would refuse them, blocking the pool")
+    placeholders = placeholder_auths(option, wallet, plan.count, valid_before, offer, signing_plan)
+    dry_run_write(peers, purchases.topup_object(obj, new_auths=placeholders, live_remaining=entry["remaining"],
+                                                payment=new_payment, auto_refill=policy), replace=True)
+    auths = presign(peers, option, wallet, plan.count, valid_before, offer, signing_plan)
     written = replace_with_retry(peers, name, obj, entry, auths, new_payment, policy)
     pool = len(written["spec"]["preSignedAuths"])
     return {"name": name, "action": "refilled", "reason": plan.reason, "count": plan.count,
             "price": {"atomic": str(price), "display": fmt(price)},
             "price_moved": None if price == stored else {"from": str(stored), "to": str(price)},
-            "pool": pool, "cost": {"atomic": str(cost), "display": fmt(cost)}}
+            "pool": pool, "dropped": len(stale), "cost": {"atomic": str(cost), "display": fmt(cost)}}
 
 
 def _spendable(obj: dict | None, entry: dict | None) -> tuple[bool, str]:

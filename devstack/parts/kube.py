@@ -12,6 +12,7 @@ import shutil
 import ssl
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -79,8 +80,7 @@ def up(stack: Stack) -> None:
     stack.wait_until("crdsrv", serving_and_trusted, timeout=60, interval=0.05)
     ctx = contexts[0]
 
-    crd = yaml.safe_load(CRD_FILE.read_text())
-    code, body = _request("POST", server + CRD_URL_PATH, auth, ctx, crd)
+    code, body = _request("POST", server + CRD_URL_PATH, auth, ctx, crd_document())
     if code not in (200, 201, 409):
         raise PartFailed(f"crdsrv refused the PurchaseRequest CRD ({code}): {body[:500]}")
     collection = server + CR_COLLECTION.format(ns=config.AGENT_NAMESPACE)
@@ -99,6 +99,51 @@ def up(stack: Stack) -> None:
     )
     stack.info["kube"] = {"server": server, "token": token, "ca": str(ca), "kubeconfig": str(kubeconfig),
                           "namespace": config.AGENT_NAMESPACE}
+
+
+def crd_document() -> dict:
+    """The PurchaseRequest CRD the devstack serves: the upstream one (no autoRefill.maxUnitPrice)."""
+    return yaml.safe_load(CRD_FILE.read_text())
+
+
+def crd_with_cost_cap() -> dict:
+    """A variant CRD that declares spec.autoRefill.maxUnitPrice, for tests of a cluster that keeps a cost cap."""
+    crd = crd_document()
+    refill = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["autoRefill"]
+    refill["properties"]["maxUnitPrice"] = {"type": "string", "description": "Highest price per request a refill may pay"}
+    return crd
+
+
+def apply_crd(kube_info: dict, crd: dict, *, timeout: float = 30.0) -> None:
+    """Replace the served PurchaseRequest CRD and wait until the API server prunes by the new schema.
+
+    Used by tests that need another schema; they put `crd_document()` back in a `finally`.
+    """
+    auth = {"Authorization": f"Bearer {kube_info['token']}"}
+    ctx = ssl.create_default_context(cafile=kube_info["ca"])
+    url = kube_info["server"] + CRD_URL_PATH + "/" + crd["metadata"]["name"]
+    code, body = _request("GET", url, auth, ctx)
+    if code != 200:
+        raise PartFailed(f"cannot read the PurchaseRequest CRD ({code}): {body[:300]}")
+    current = json.loads(body)
+    wanted = dict(crd, metadata=dict(crd["metadata"], resourceVersion=current["metadata"]["resourceVersion"]))
+    code, body = _request("PUT", url, auth, ctx, wanted)
+    if code != 200:
+        raise PartFailed(f"crdsrv refused the PurchaseRequest CRD update ({code}): {body[:500]}")
+    keeps = "maxUnitPrice" in json.dumps(crd["spec"]["versions"][0]["schema"])
+    probe = {"apiVersion": "obol.org/v1alpha1", "kind": "PurchaseRequest", "metadata": {"name": "devstack-crd-probe"},
+             "spec": {"endpoint": "http://127.0.0.1:1", "model": "crd-probe", "count": 1,
+                      "payment": {"network": "none", "payTo": "0x0", "price": "0", "asset": "0x0"},
+                      "autoRefill": {"enabled": True, "maxUnitPrice": "1"}}}
+    collection = kube_info["server"] + CR_COLLECTION.format(ns=kube_info["namespace"]) + "?dryRun=All"
+    deadline = time.monotonic() + timeout
+    while True:
+        code, body = _request("POST", collection, auth, ctx, probe)
+        if code in (200, 201) and ("maxUnitPrice" in json.loads(body)["spec"]["autoRefill"]) == keeps:
+            return
+        if time.monotonic() > deadline:
+            raise PartFailed(f"the API server did not switch to the new PurchaseRequest schema ({code}): {body[:300]}")
+        time.sleep(0.1)
 
 
 def _warm_up_writes(collection: str, auth: dict[str, str], ctx: ssl.SSLContext) -> None:

@@ -16,8 +16,9 @@ from ..stack import Stack
 
 
 def paid_models(stack: Stack) -> list[str]:
-    """Listed offers of the devstack config and of the running seller, in order, without repeats."""
-    offers = list(config.OFFERS) + list(stack.info.get("seller", {}).get("offers", []))
+    """Listed offers of the devstack config and of the running sellers, in order, without repeats."""
+    offers = (list(config.OFFERS) + list(stack.info.get("seller", {}).get("offers", []))
+              + list(stack.info.get("foreign", {}).get("offers", [])))
     names: list[str] = []
     for offer in offers:
         if offer.get("listed") and offer.get("model") and offer["model"] not in names:

@@ -1,19 +1,35 @@
-"""Simulated serviceoffer-controller: reconciles PurchaseRequests like the real one (§9).
-
-It watches PurchaseRequests on the (real) Kubernetes API server and walks each through
-Probed → AuthsLoaded → Configured → Ready: it probes the seller's 402, checks the price, writes the
-x402-buyer's `<name>.json` files (the real one writes ConfigMaps `llm/x402-buyer-config` and
-`llm/x402-buyer-auths`, which the buyer mounts), triggers a buyer reload and mirrors the buyer's live
-`remaining`/`spent` into the status. Deletion drains first (finalizer `obol.org/purchase-finalizer`).
-The pure stage rules live in devstack/sim/stages.py, the REST calls in devstack/sim/kube_rest.py.
+"""Simulated serviceoffer-controller: reconciles PurchaseRequests as obol-wire.md §3 describes.
 
     python -m devstack.sim.controller --server S --token-file F --ca CA --namespace NS --buyer-url U \
         --config-dir D1 --auths-dir D2 --health-port P
+
+Follows §3 (purchase.go@cb8d2d7a, purchase_helpers.go@01e2d757 and, for what they added,
+purchase_lifecycle_test.go@e8ca640d, the newest behaviour seen):
+- a purchase without the finalizer `obol.org/purchase-finalizer` gets it and nothing else that pass;
+- the status is reset when `metadata.generation` differs from `observedGeneration`, and every write
+  carries the generation it describes; stages already True for this generation are not re-run;
+- Probed (POST the chat probe body to spec.endpoint, 15 s; body `accepts[0]` only, exact price string;
+  ProbeError / NotPaymentGated / InvalidPricing / PricingMismatch; probedAt, probedPrice; asset,
+  transfer method and EIP-712 name/version copied from accepts[0] into the spec used for this pass),
+  AuthsLoaded (NoAuths; signerAddress, totalSigned), Configured (DuplicateModel; `<name>.json` into the
+  buyer's config and auths directories, which stand for the ConfigMaps `llm/x402-buyer-config` and
+  `llm/x402-buyer-auths`; POST /admin/reload; remaining, publicModel), Ready (GET /status:
+  SidecarNotReady, RuntimeSyncing until live remaining equals the spec's vouchers the first time in a
+  generation, then Reconciled "Sidecar: R remaining, S spent");
+- a status is written only when it changed; a purchase that is not Ready is requeued after 5 s;
+- deletion drains: Deleting/Draining while the buyer still holds vouchers, then the buyer files go,
+  the buyer reloads and the finalizer is removed.
+Its informer has no resync: a Ready purchase is reconciled again only when an event arrives for it,
+so its status counters follow the buyer only then. Where the reference is silent it follows the
+newest behaviour described: the DuplicateModel owner is the purchase already Configured (else the
+older one), and a draining purchase is requeued every 5 s like a purchase that is not Ready.
+LiteLLM here has a static config listing every devstack offer (no database for /model/new), so
+publishing `paid/<model>` is logged, not performed. The stage rules are in devstack/sim/stages.py.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import copy
 import sys
 import threading
 import time
@@ -24,15 +40,14 @@ import requests
 
 from ..loopback import LoopbackHandler, make_server
 from .kube_rest import Conflict, KubeClient
-from .stages import (StageFailed, is_true, matching_option, now_rfc3339, payment_requirements, set_condition,
-                     signer_address, write_atomic)
+from .stages import (PROBE_BODY, StageFailed, buyer_auths, buyer_config, is_true, now_rfc3339, probe_first_option,
+                     set_condition, signer_address, write_json)
+
 FINALIZER = "obol.org/purchase-finalizer"
 PROBE_TIMEOUT_S = 15.0
 BUYER_TIMEOUT_S = 3.0
-SYNC_INTERVAL_S = 1.0      # Ready/Deleting purchases: mirror the buyer's counters this often
-REQUEUE_NOT_READY_S = 5.0  # like the real controller's requeue while not Ready
-BUYER_DOWN_AFTER = 3       # consecutive failed /status polls before a Ready purchase is re-checked
-CHAT_SUFFIX = "/v1/chat/completions"
+REQUEUE_S = 5.0
+BUYER_NAMESPACE = "llm"
 
 
 def log(msg: str) -> None:
@@ -47,10 +62,8 @@ class Controller:
         self.kube, self.buyer_url = kube, buyer_url.rstrip("/")
         self.config_dir, self.auths_dir = config_dir, auths_dir
         self.lock = threading.Lock()
-        self.objects: dict[str, dict] = {}        # latest object seen per name (list/watch/our writes)
-        self.synced: dict[str, int] = {}          # name -> generation whose runtime pool reached the spec
-        self.written: dict[str, tuple] = {}       # name -> (status we sent, status the server kept)
-        self.last_run: dict[str, float] = {}
+        self.synced: dict[str, int] = {}        # name -> generation whose runtime pool reached the spec once
+        self.requeue_at: dict[str, float] = {}
         self.pending: set[str] = set()
         self.running: set[str] = set()
         self.dirty: set[str] = set()
@@ -68,6 +81,7 @@ class Controller:
     # -- work queue ---------------------------------------------------------------------------
     def enqueue(self, name: str) -> None:
         with self.lock:
+            self.requeue_at.pop(name, None)
             if name in self.running:
                 self.dirty.add(name)
                 return
@@ -76,14 +90,19 @@ class Controller:
             self.pending.add(name)
         self.executor.submit(self._run, name)
 
+    def requeue_after(self, name: str, seconds: float) -> None:
+        with self.lock:
+            self.requeue_at[name] = time.monotonic() + seconds
+
     def _run(self, name: str) -> None:
         with self.lock:
             self.pending.discard(name)
             self.running.add(name)
         try:
             self.reconcile(name)
-        except Exception as exc:  # one bad object must not stop the others; retried by the requeue
+        except Exception as exc:  # one bad object must not stop the others; a rate-limited retry follows
             log(f"{name}: reconcile error {exc!r}")
+            self.requeue_after(name, 1.0)
         finally:
             with self.lock:
                 self.running.discard(name)
@@ -92,21 +111,24 @@ class Controller:
             if again:
                 self.enqueue(name)
 
-    # -- watch and periodic sync --------------------------------------------------------------
+    def requeue_forever(self) -> None:
+        while True:
+            time.sleep(0.1)
+            now = time.monotonic()
+            with self.lock:
+                due = [name for name, at in self.requeue_at.items() if at <= now]
+            for name in due:
+                self.enqueue(name)
+
+    # -- watch --------------------------------------------------------------------------------
     def watch_forever(self) -> None:
         while True:
             try:
                 listing = self.kube.list()
-                names = set()
                 for obj in listing.get("items", []):
-                    name = obj["metadata"]["name"]
-                    names.add(name)
-                    self.objects[name] = obj
-                    self.enqueue(name)
-                for gone in set(self.objects) - names:
-                    self.forget(gone)
+                    self.enqueue(obj["metadata"]["name"])
                 if not self.listed.is_set():
-                    log(f"first list: {len(names)} PurchaseRequests")
+                    log(f"first list: {len(listing.get('items', []))} PurchaseRequests")
                 self.listed.set()
                 for event in self.kube.watch(listing["metadata"]["resourceVersion"]):
                     kind, obj = event.get("type"), event.get("object") or {}
@@ -118,163 +140,142 @@ class Controller:
                     name = obj["metadata"]["name"]
                     if kind == "DELETED":
                         log(f"{name}: deleted")
-                        self.forget(name)
+                        with self.lock:
+                            self.requeue_at.pop(name, None)
+                        self.synced.pop(name, None)
                     else:
-                        self.objects[name] = obj
                         self.enqueue(name)
             except Exception as exc:
                 log(f"watch/list failed: {exc!r}; retrying")
                 time.sleep(1)
 
-    def forget(self, name: str) -> None:
-        for table in (self.objects, self.synced, self.written, self.last_run):
-            table.pop(name, None)
-
-    def sync_forever(self) -> None:
-        """Ready/Deleting purchases follow the buyer's counters; others are retried every 5 s."""
-        failures = 0
-        while True:
-            time.sleep(SYNC_INTERVAL_S)
-            try:
-                live, failures = self.buyer_status(), 0
-            except Exception:
-                live, failures = None, failures + 1
-            for name, obj in list(self.objects.items()):
-                status = obj.get("status") or {}
-                entry = (live or {}).get(name)
-                if obj["metadata"].get("deletionTimestamp") or is_true(obj, "Ready"):
-                    if live is None and failures < BUYER_DOWN_AFTER:
-                        continue  # a slow answer under load is not an outage: do not flip Ready for it
-                    if live is None or entry is None or (entry.get("remaining"), entry.get("spent")) != (
-                            status.get("remaining"), status.get("spent")):
-                        self.enqueue(name)
-                elif time.monotonic() - self.last_run.get(name, 0) >= REQUEUE_NOT_READY_S:
-                    self.enqueue(name)
-
     # -- buyer --------------------------------------------------------------------------------
-    def buyer_status(self) -> dict:
-        resp = self.http.get(f"{self.buyer_url}/status", timeout=BUYER_TIMEOUT_S)
-        resp.raise_for_status()
-        return resp.json()
+    def buyer_entry(self, name: str) -> dict:
+        """checkBuyerStatus: this purchase's entry in the buyer's /status, or RuntimeError saying why not."""
+        try:
+            resp = self.http.get(f"{self.buyer_url}/status", timeout=BUYER_TIMEOUT_S)
+            live = resp.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise RuntimeError(f"x402-buyer /status: {exc.__class__.__name__}: {exc}") from exc
+        if not isinstance(live, dict) or name not in live:
+            raise RuntimeError(f'upstream "{name}" not found in sidecar status')
+        return live[name]
 
     def buyer_reload(self) -> None:
         try:
-            self.http.post(f"{self.buyer_url}/admin/reload", timeout=BUYER_TIMEOUT_S).raise_for_status()
-        except requests.RequestException as exc:  # best effort, as upstream: the buyer also reloads every 5 s
+            self.http.post(f"{self.buyer_url}/admin/reload", timeout=BUYER_TIMEOUT_S)
+        except requests.RequestException as exc:  # best effort: the buyer also reloads every 5 s
             log(f"buyer reload failed: {exc!r}")
 
     # -- reconcile ----------------------------------------------------------------------------
     def reconcile(self, name: str) -> None:
-        self.last_run[name] = time.monotonic()
         obj = self.kube.get(name)
         if obj is None:
-            self.forget(name)
             return
-        self.objects[name] = obj
         meta = obj["metadata"]
-        if meta.get("deletionTimestamp"):
-            self.finalize(obj)
-            return
         if FINALIZER not in (meta.get("finalizers") or []):
-            meta.setdefault("finalizers", []).append(FINALIZER)
+            meta["finalizers"] = (meta.get("finalizers") or []) + [FINALIZER]
             try:
-                obj = self.kube.replace(obj)
+                self.kube.replace(obj)
             except Conflict:
                 self.enqueue(name)
-                return
-            self.objects[name] = obj
-            log(f"{name}: added finalizer {FINALIZER}")
-        old = obj.get("status") or {}
-        previous = old.get("conditions") or []
-        generation = obj["metadata"].get("generation")
-        if old.get("observedGeneration") == generation and is_true(obj, "Configured"):
-            # Buyer files are written for this generation: only the runtime side is left to follow.
-            synced = self.synced.get(name) == generation or is_true(obj, "Ready")
-            status = json.loads(json.dumps(old))
-            self.stage_ready(obj, status, previous, fresh=not synced)
-        else:
-            status = {}  # a new generation, or a failed stage to retry: the status starts over
-            self.stages(obj, status, previous)
-        # The generation this status describes, so nobody mistakes conditions of an older spec for it.
-        status["observedGeneration"] = generation
-        self.write_status(obj, status)
-
-    def fail(self, status: dict, previous: list[dict], ctype: str, failed: StageFailed) -> None:
-        set_condition(status, previous, ctype, False, failed.reason, failed.message)
-        set_condition(status, previous, "Ready", False, failed.reason, failed.message)
-
-    def stages(self, obj: dict, status: dict, previous: list[dict]) -> None:
-        name, spec = obj["metadata"]["name"], obj.get("spec") or {}
-        payment = spec.get("payment") or {}
-        try:
-            option = self.probe(spec)
-        except StageFailed as failed:
-            self.fail(status, previous, "Probed", failed)
             return
-        amount = str(option.get("amount") or option.get("maxAmountRequired") or "")
-        set_condition(status, previous, "Probed", True, "Validated", f"Endpoint returned 402 at price {amount}")
-        before = obj.get("status") or {}
-        keep = is_true(obj, "Probed") and before.get("probedPrice") == amount and before.get("probedAt")
-        status.update(probedAt=before["probedAt"] if keep else now_rfc3339(), probedPrice=amount)
+        if meta.get("deletionTimestamp"):
+            self.drain(obj)
+            return
+        generation = meta.get("generation")
+        old = obj.get("status") or {}
+        status = copy.deepcopy(old) if old.get("observedGeneration") == generation else {}
+        status["observedGeneration"] = generation
+        conditions = status.setdefault("conditions", [])
+        spec = obj.get("spec") or {}
+        payment = dict(spec.get("payment") or {})  # the in-memory spec the probe may complete
 
+        if not is_true(conditions, "Probed"):
+            self.stage_probe(spec, payment, status, conditions)
+        if is_true(conditions, "Probed") and not is_true(conditions, "AuthsLoaded"):
+            self.stage_auths(spec, status, conditions)
+        if is_true(conditions, "AuthsLoaded") and not is_true(conditions, "Configured"):
+            self.stage_configure(obj, payment, status, conditions)
+        if is_true(conditions, "Configured"):
+            self.stage_ready(obj, status, conditions)
+        self.write_status(obj, status)
+        if not is_true(conditions, "Ready"):
+            self.requeue_after(name, REQUEUE_S)
+
+    def stage_probe(self, spec: dict, payment: dict, status: dict, conditions: list[dict]) -> None:
+        endpoint = spec.get("endpoint") or ""
+        try:
+            try:
+                resp = self.http.post(endpoint, data=PROBE_BODY, headers={"Content-Type": "application/json"},
+                                      timeout=PROBE_TIMEOUT_S)
+            except requests.RequestException as exc:
+                raise StageFailed("ProbeError", f'Post "{endpoint}": {exc}') from exc
+            first = probe_first_option(resp.status_code, resp.content)
+            if first["price"] != payment.get("price"):
+                raise StageFailed("PricingMismatch", f"spec.price={payment.get('price', '')} but endpoint wants "
+                                                     f"{first['price']}")
+        except StageFailed as failed:
+            set_condition(conditions, "Probed", False, failed.reason, failed.message)
+            return
+        status.update(probedAt=now_rfc3339(), probedPrice=first["price"])
+        payment.update(asset=first["asset"], assetTransferMethod=first["assetTransferMethod"],
+                       eip712Name=first["eip712Name"], eip712Version=first["eip712Version"])
+        set_condition(conditions, "Probed", True, "Validated", f"402: {first['price']} on {first['network']}")
+
+    def stage_auths(self, spec: dict, status: dict, conditions: list[dict]) -> None:
         auths = spec.get("preSignedAuths") or []
         if not auths:
-            self.fail(status, previous, "AuthsLoaded", StageFailed("NoAuths", "spec.preSignedAuths is empty"))
+            set_condition(conditions, "AuthsLoaded", False, "NoAuths",
+                          "spec.preSignedAuths is empty — buy.py should embed auths in the CR")
             return
-        set_condition(status, previous, "AuthsLoaded", True, "Loaded", f"Loaded {len(auths)} pre-signed auths from spec")
-        status.update(totalSigned=len(auths), signerAddress=signer_address(auths[0]))
+        if signer_address(auths[0]):
+            status["signerAddress"] = signer_address(auths[0])
+        status["totalSigned"] = len(auths)
+        set_condition(conditions, "AuthsLoaded", True, "Loaded", f"Loaded {len(auths)} pre-signed auths from spec")
 
+    def stage_configure(self, obj: dict, payment: dict, status: dict, conditions: list[dict]) -> None:
+        name, spec = obj["metadata"]["name"], obj.get("spec") or {}
         owner = self.model_owner(obj)
         if owner:
-            self.fail(status, previous, "Configured", StageFailed(
-                "DuplicateModel", f"model {spec.get('model')} is already purchased by PurchaseRequest {owner}"))
+            set_condition(conditions, "Configured", False, "DuplicateModel",
+                          f"model {spec.get('model')} is already purchased by PurchaseRequest {owner}")
             return
-        extra = option.get("extra") or {}
-        buyer_config = {
-            "url": spec["endpoint"][:-len(CHAT_SUFFIX)] if spec["endpoint"].endswith(CHAT_SUFFIX) else spec["endpoint"],
-            "network": payment.get("network"), "payTo": payment.get("payTo"), "price": payment.get("price"),
-            "asset": payment.get("asset"), "assetSymbol": payment.get("assetSymbol"),
-            "assetDecimals": payment.get("assetDecimals"),
-            "assetTransferMethod": payment.get("assetTransferMethod") or extra.get("assetTransferMethod") or "eip3009",
-            "eip712Name": payment.get("eip712Name") or extra.get("name", ""),
-            "eip712Version": payment.get("eip712Version") or extra.get("version", ""),
-            "remoteModel": spec.get("model"),
-        }
+        auths = spec.get("preSignedAuths") or []
         try:
-            write_atomic(self.auths_dir / f"{name}.json", json.dumps(auths))
+            write_json(self.config_dir / f"{name}.json", buyer_config(spec, payment))
         except OSError as exc:
-            self.fail(status, previous, "Configured", StageFailed("AuthsWriteError", str(exc)))
+            set_condition(conditions, "Configured", False, "ConfigWriteError", str(exc))
             return
         try:
-            write_atomic(self.config_dir / f"{name}.json", json.dumps(buyer_config, indent=1))
+            write_json(self.auths_dir / f"{name}.json", buyer_auths(auths))
         except OSError as exc:
-            self.fail(status, previous, "Configured", StageFailed("ConfigWriteError", str(exc)))
+            set_condition(conditions, "Configured", False, "AuthsWriteError", str(exc))
             return
         self.buyer_reload()
         log(f"{name}: paid/{spec.get('model')} is in LiteLLM's static config (the real controller would "
-            f"POST /model/new); LiteLLM here has no DB to add models at runtime")
-        status.update(publicModel=f"paid/{spec.get('model')}", remaining=len(auths))
-        set_condition(status, previous, "Configured", True, "Written", f"Wrote {len(auths)} auths to llm/x402-buyer-auths")
-        self.stage_ready(obj, status, previous, fresh=True)
+            f"POST /model/new); LiteLLM here has no database to add models at runtime")
+        status.update(remaining=len(auths), publicModel=f"paid/{spec.get('model')}")
+        set_condition(conditions, "Configured", True, "Written",
+                      f"Wrote {len(auths)} auths to {BUYER_NAMESPACE}/x402-buyer-auths")
 
-    def probe(self, spec: dict) -> dict:
-        """POST the endpoint unpaid: it must answer 402 with an option matching spec.payment's price."""
-        body = {"model": spec.get("model"), "messages": [{"role": "user", "content": "probe"}], "max_tokens": 1}
+    def stage_ready(self, obj: dict, status: dict, conditions: list[dict]) -> None:
+        name, generation = obj["metadata"]["name"], obj["metadata"].get("generation")
         try:
-            resp = self.http.post(spec.get("endpoint", ""), json=body, timeout=PROBE_TIMEOUT_S, allow_redirects=False)
-        except requests.RequestException as exc:
-            raise StageFailed("ProbeError", f"probe of {spec.get('endpoint')} failed: {exc.__class__.__name__}: {exc}")
-        if resp.status_code != 402:
-            raise StageFailed("NotPaymentGated", f"expected 402, got {resp.status_code}")
-        required = payment_requirements(resp)
-        payment = spec.get("payment") or {}
-        option = matching_option(required["accepts"], payment)
-        amount = str(option.get("amount") or option.get("maxAmountRequired") or "")
-        if not amount:
-            raise StageFailed("InvalidPricing", "matching payment option has no amount")
-        if amount != str(payment.get("price")):
-            raise StageFailed("PricingMismatch", f"spec.price={payment.get('price')} but endpoint wants {amount}")
-        return option
+            entry = self.buyer_entry(name)
+        except RuntimeError as exc:
+            set_condition(conditions, "Ready", False, "SidecarNotReady", str(exc))
+            return
+        remaining, spent = int(entry.get("remaining") or 0), int(entry.get("spent") or 0)
+        status.update(remaining=remaining, spent=spent)
+        want = len((obj.get("spec") or {}).get("preSignedAuths") or [])
+        first_ready = self.synced.get(name) != generation and not is_true(conditions, "Ready")
+        if first_ready and remaining != want:
+            set_condition(conditions, "Ready", False, "RuntimeSyncing",
+                          f"waiting for runtime auth pool to reach {want} active auths")
+            return
+        set_condition(conditions, "Ready", True, "Reconciled", f"Sidecar: {remaining} remaining, {spent} spent")
+        self.synced[name] = generation
 
     def model_owner(self, obj: dict) -> str | None:
         """Another PurchaseRequest serving this model (Configured), or created earlier and not failed."""
@@ -284,61 +285,28 @@ class Controller:
             meta = other["metadata"]
             if meta["name"] == me["name"] or (other.get("spec") or {}).get("model") != model:
                 continue
-            failed = any(c.get("status") == "False" and c.get("type") != "Ready"
-                         for c in (other.get("status") or {}).get("conditions") or [])
-            if is_true(other, "Configured") or (
+            conditions = (other.get("status") or {}).get("conditions") or []
+            failed = any(c.get("status") == "False" and c.get("type") != "Ready" for c in conditions)
+            if is_true(conditions, "Configured") or (
                     not failed and (meta.get("creationTimestamp", ""), meta["name"]) < mine):
                 return meta["name"]
         return None
 
-    def stage_ready(self, obj: dict, status: dict, previous: list[dict], *, fresh: bool) -> None:
-        name = obj["metadata"]["name"]
-        want = len((obj.get("spec") or {}).get("preSignedAuths") or [])
-        try:
-            try:
-                live = self.buyer_status()
-            except (requests.RequestException, ValueError):
-                if fresh:
-                    raise
-                time.sleep(0.5)  # once Ready, one slow answer does not make the sidecar "not ready"
-                live = self.buyer_status()
-            entry = live.get(name)
-        except (requests.RequestException, ValueError) as exc:
-            self.fail(status, previous, "Ready", StageFailed("SidecarNotReady", f"x402-buyer /status: {exc.__class__.__name__}"))
-            return
-        if entry is None:
-            self.fail(status, previous, "Ready", StageFailed("SidecarNotReady", f"x402-buyer has not loaded {name}"))
-            return
-        remaining, spent = int(entry.get("remaining", 0)), int(entry.get("spent", 0))
-        status.update(remaining=remaining, spent=spent)
-        price = str(((obj.get("spec") or {}).get("payment") or {}).get("price", ""))
-        if price.isdigit():
-            status["totalSpent"] = str(spent * int(price))
-        if fresh and remaining != want:
-            self.fail(status, previous, "Ready", StageFailed(
-                "RuntimeSyncing", f"waiting for runtime auth pool to reach {want} active auths"))
-            return
-        set_condition(status, previous, "Ready", True, "Reconciled", f"Sidecar: {remaining} remaining, {spent} spent")
-        self.synced[name] = obj["metadata"].get("generation")
-
-    def finalize(self, obj: dict) -> None:
-        """Drain, then tear down the buyer files and let Kubernetes delete the object."""
+    def drain(self, obj: dict) -> None:
+        """Deleting: keep serving until the buyer's pool is empty, then tear down and drop the finalizer."""
         name, meta = obj["metadata"]["name"], obj["metadata"]
-        if FINALIZER not in (meta.get("finalizers") or []):
-            return
         try:
-            entry = self.buyer_status().get(name) or {}
-        except (requests.RequestException, ValueError) as exc:
-            log(f"{name}: deleting, but the buyer is unreachable ({exc.__class__.__name__}); retrying")
-            return
-        remaining = int(entry.get("remaining", 0))
+            entry = self.buyer_entry(name)
+        except RuntimeError:
+            entry = {}
+        remaining = int(entry.get("remaining") or 0)
         if remaining > 0:
-            status = json.loads(json.dumps(obj.get("status") or {}))
-            previous = status.get("conditions") or []
-            status.update(remaining=remaining, spent=int(entry.get("spent", 0)))
-            set_condition(status, previous, "Deleting", True, "Draining",
+            status = copy.deepcopy(obj.get("status") or {})
+            status.update(remaining=remaining, spent=int(entry.get("spent") or 0))
+            set_condition(status.setdefault("conditions", []), "Deleting", True, "Draining",
                           f"waiting for {remaining} remaining auths to be spent before teardown")
             self.write_status(obj, status)
+            self.requeue_after(name, REQUEUE_S)
             return
         for directory in (self.config_dir, self.auths_dir):
             (directory / f"{name}.json").unlink(missing_ok=True)
@@ -355,12 +323,12 @@ class Controller:
         """PUT /status only when it changed; on 409 retry against a fresh read of the same generation."""
         name = obj["metadata"]["name"]
         old = obj.get("status") or {}
-        if status == old or self.written.get(name) == (status, old):
+        if status == old:
             return
         body = dict(obj, status=status)
         for _ in range(5):
             try:
-                updated = self.kube.replace_status(body)
+                self.kube.replace_status(body)
             except Conflict:
                 fresh = self.kube.get(name)
                 if fresh is None or fresh["metadata"].get("generation") != obj["metadata"].get("generation"):
@@ -368,24 +336,22 @@ class Controller:
                     return
                 body = dict(fresh, status=status)
                 continue
-            self.objects[name] = updated
-            self.written[name] = (status, updated.get("status") or {})
             self.log_transitions(name, old, status)
             return
         self.enqueue(name)
 
     @staticmethod
     def log_transitions(name: str, old: dict, new: dict) -> None:
-        before = {c["type"]: (c["status"], c.get("reason"), c.get("message")) for c in old.get("conditions") or []}
+        before = {c["type"]: (c["status"], c.get("reason")) for c in old.get("conditions") or []}
         for c in new.get("conditions") or []:
-            if (before.get(c["type"]) or (None, None))[:2] != (c["status"], c.get("reason")):
+            if before.get(c["type"]) != (c["status"], c.get("reason")):
                 log(f"{name}: {c['type']}={c['status']} {c.get('reason')}: {c.get('message')}")
 
 
 class Health(LoopbackHandler):
     listed: threading.Event
 
-    def do_GET(self) -> None:
+    def do_GET(self) -> None:  # noqa: N802
         ok = self.path.split("?")[0] in ("/healthz", "/readyz") and self.listed.is_set()
         self.send_body(200 if ok else 503, b"ok" if ok else b"not ready", "text/plain")
 
@@ -405,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     Health.listed = controller.listed
     health = make_server(args.health_port, Health)
     threading.Thread(target=health.serve_forever, daemon=True).start()
-    threading.Thread(target=controller.sync_forever, daemon=True).start()
+    threading.Thread(target=controller.requeue_forever, daemon=True).start()
     log(f"watching purchaserequests in {args.namespace}; buyer {args.buyer_url}")
     controller.watch_forever()
     return 0

@@ -1,29 +1,28 @@
-"""The controller simulation's pure stage rules: reading a 402, matching spec.payment, conditions.
+"""The controller simulation's pure rules: the probe's reading of a 402, the buyer files, conditions.
 
-Kept apart from devstack/sim/controller.py (the watch loop and the writes) so each reads on its own.
+Follows obol-wire.md §3 (purchase.go@cb8d2d7a, purchase_helpers.go@01e2d757): the probe reads only
+the 402 body and only `accepts[0]` (price = `amount`, else `maxAmountRequired`; network and payTo
+not compared; the `PAYMENT-REQUIRED` header ignored); the buyer config is the spec's payment with
+`url` = the endpoint minus its chat-completions suffix and `remoteModel` = spec.model; the auths file
+passes `{id, payment}` verbatim and writes flat auths flat with v 0/1 → 27/28; the signer address is
+the first auth's `from`, else its payment's authorization / permit2Authorization `from`; a condition's
+lastTransitionTime moves only when its status flips. Kept apart from devstack/sim/controller.py (the
+watch loop and the writes) so each reads on its own.
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
-NETWORKS = {"base-sepolia": "eip155:84532", "base": "eip155:8453", "ethereum": "eip155:1",
-            "mainnet": "eip155:1", "sepolia": "eip155:11155111"}
+PROBE_BODY = '{"model":"probe","messages":[{"role":"user","content":"probe"}],"max_tokens":1}'
+FLAT_FIELDS = ("signature", "from", "to", "value", "validAfter", "validBefore", "nonce")
 
 
 def now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def caip2(network: str) -> str:
-    """`base-sepolia` and `eip155:84532` name the same chain; compare them as CAIP-2."""
-    return NETWORKS.get(str(network).lower(), str(network).lower())
 
 
 class StageFailed(Exception):
@@ -32,37 +31,65 @@ class StageFailed(Exception):
         self.reason, self.message = reason, message
 
 
-def payment_requirements(resp: requests.Response) -> dict:
-    """The 402's requirements: v2 PAYMENT-REQUIRED header, else a v1 JSON body."""
-    header = resp.headers.get("PAYMENT-REQUIRED")
-    if header:
-        try:
-            required = json.loads(base64.b64decode(header))
-        except (ValueError, TypeError) as exc:
-            raise StageFailed("InvalidPricing", f"PAYMENT-REQUIRED header is not base64 JSON: {exc}") from exc
-    else:
-        try:
-            required = resp.json()
-        except ValueError:
-            required = None
-        if not isinstance(required, dict) or required.get("x402Version") != 1:
-            raise StageFailed("InvalidPricing", "402 carries neither a PAYMENT-REQUIRED header nor a v1 body")
-    if not isinstance(required, dict) or not isinstance(required.get("accepts"), list) or not required["accepts"]:
-        raise StageFailed("InvalidPricing", "402 payment requirements have no accepts[]")
-    return required
+def probe_first_option(status_code: int, body: bytes) -> dict:
+    """The 402 body's accepts[0] (with `price` resolved), or StageFailed with the controller's reason."""
+    if status_code != 402:
+        raise StageFailed("NotPaymentGated", f"expected 402, got {status_code}")
+    try:
+        doc = json.loads(body)
+        accepts = doc.get("accepts") if isinstance(doc, dict) else None
+    except ValueError:
+        accepts = None
+    if not isinstance(accepts, list) or not accepts or not isinstance(accepts[0], dict):
+        raise StageFailed("InvalidPricing", "402 body missing accepts")
+    first = accepts[0]
+    extra = first.get("extra") if isinstance(first.get("extra"), dict) else {}
+    return {"price": str(first.get("amount") or first.get("maxAmountRequired") or ""),
+            "network": str(first.get("network") or ""), "asset": str(first.get("asset") or ""),
+            "assetTransferMethod": str(extra.get("assetTransferMethod") or ""),
+            "eip712Name": str(extra.get("name") or ""), "eip712Version": str(extra.get("version") or "")}
 
 
-def matching_option(accepts: list[dict], payment: dict) -> dict:
-    def same(a: Any, b: Any) -> bool:
-        return str(a or "").lower() == str(b or "").lower()
-    for option in accepts:
-        if (isinstance(option, dict) and same(option.get("asset"), payment.get("asset"))
-                and same(option.get("payTo"), payment.get("payTo"))
-                and caip2(option.get("network", "")) == caip2(payment.get("network", ""))):
-            return option
-    raise StageFailed("PricingMismatch",
-                      f"no payment option matches spec.payment (asset {payment.get('asset')}, "
-                      f"payTo {payment.get('payTo')}, network {payment.get('network')})")
+def upstream_url(endpoint: str) -> str:
+    """normalizePurchasedUpstreamURL."""
+    trimmed = endpoint.strip().rstrip("/")
+    for suffix in ("/v1/chat/completions", "/chat/completions"):
+        if trimmed.endswith(suffix):
+            return trimmed[: -len(suffix)]
+    return trimmed
+
+
+def buyer_config(spec: dict, payment: dict) -> dict:
+    """`<name>.json` of x402-buyer-config; `payment` is spec.payment as the probe left it in memory."""
+    return {"url": upstream_url(spec.get("endpoint") or ""), "network": payment.get("network", ""),
+            "payTo": payment.get("payTo", ""), "price": payment.get("price", ""), "asset": payment.get("asset", ""),
+            "assetSymbol": payment.get("assetSymbol", ""), "assetDecimals": payment.get("assetDecimals", 0),
+            "assetTransferMethod": payment.get("assetTransferMethod", ""),
+            "eip712Name": payment.get("eip712Name", ""), "eip712Version": payment.get("eip712Version", ""),
+            "remoteModel": spec.get("model", "")}
+
+
+def normalize_recovery(signature: str) -> str:
+    if len(signature) != 132 or not signature.startswith("0x"):
+        return signature
+    try:
+        last = int(signature[-2:], 16)
+    except ValueError:
+        return signature
+    return signature[:-2] + f"{last + 27:02x}" if last <= 1 else signature
+
+
+def buyer_auths(auths: list[dict]) -> list[dict]:
+    """preSignedAuthMaps: `{id, payment}` verbatim, else the flat fields with v 0/1 → 27/28."""
+    out = []
+    for auth in auths:
+        if auth.get("payment"):
+            out.append({"id": auth.get("id", ""), "payment": auth["payment"]})
+        else:
+            flat = {key: auth.get(key, "") for key in FLAT_FIELDS}
+            flat["signature"] = normalize_recovery(flat["signature"])
+            out.append(flat)
+    return out
 
 
 def signer_address(auth: dict) -> str:
@@ -75,31 +102,26 @@ def signer_address(auth: dict) -> str:
     return ""
 
 
-def set_condition(status: dict, previous: list[dict], ctype: str, ok: bool, reason: str, message: str) -> None:
-    """Set one condition; lastTransitionTime moves only when its status flips."""
+def set_condition(conditions: list[dict], ctype: str, ok: bool, reason: str, message: str) -> None:
+    """setPurchaseCondition: update in place; lastTransitionTime moves only when the status flips."""
     value = "True" if ok else "False"
-    old = next((c for c in previous if c.get("type") == ctype), None)
-    since = old["lastTransitionTime"] if old and old.get("status") == value and old.get("lastTransitionTime") \
-        else now_rfc3339()
-    new = {"type": ctype, "status": value, "reason": reason, "message": message, "lastTransitionTime": since}
-    conditions = status.setdefault("conditions", [])
-    at = next((i for i, c in enumerate(conditions) if c.get("type") == ctype), None)
-    if at is None:
-        conditions.append(new)
-    else:
-        conditions[at] = new  # in place: a reordered list would count as a change and be written
+    for cond in conditions:
+        if cond.get("type") == ctype:
+            if cond.get("status") != value:
+                cond["lastTransitionTime"] = now_rfc3339()
+            cond.update(status=value, reason=reason, message=message)
+            return
+    conditions.append({"type": ctype, "status": value, "reason": reason, "message": message,
+                       "lastTransitionTime": now_rfc3339()})
 
 
-def condition(obj: dict, ctype: str) -> dict | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == ctype), None)
+def is_true(conditions: list[dict], ctype: str) -> bool:
+    return any(c.get("type") == ctype and c.get("status") == "True" for c in conditions)
 
 
-def is_true(obj: dict, ctype: str) -> bool:
-    return (condition(obj, ctype) or {}).get("status") == "True"
-
-
-def write_atomic(path: Path, data: str) -> None:
+def write_json(path: Path, value: Any) -> None:
+    """A ConfigMap key as the kubelet projects it: the whole file replaced at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(data)
+    tmp.write_text(json.dumps(value, indent=2))
     os.replace(tmp, path)

@@ -1,23 +1,18 @@
-"""The reference x402 seller: chat completions behind the x402 SDK's FastAPI payment middleware.
+"""The foreign seller: chat completions behind the reference x402 SDK's FastAPI payment middleware.
 
-Run by devstack/parts/seller.py as `uvicorn --factory devstack.seller:create_app` with
+Run by devstack/parts/foreign.py as `uvicorn --factory devstack.foreign_seller:create_app` with
 SELLER_RPC_URL (anvil). Payments are verified and settled by the SDK's own facilitator, in process,
-on the local chain (no remote facilitator).
+on the local chain (no remote facilitator). It stands for sellers on the internet that are not Obol
+gateways, which the in-cluster x402-buyer cannot pay (obol-wire.md "mismatch cases"):
 
-Offers (`POST /services/<offer>/v1/chat/completions`):
-- every config.OFFERS entry: x402 v2, one USDC option at the offer's price;
-- `multi`: two USDC options (3000 and 1000 atomic), for payment-option choice;
-- `legacy`: x402 v1, the requirement in the JSON body, paid with `X-PAYMENT` (the SDK server
-  cannot emit v1, so this route drives the same in-process facilitator by hand);
-- `drift`: x402 v2 with the SDK's dynamic price, read at each request from
-  `$SELLER_PRICES_DIR/drift`, so a test can move the seller's price under a live purchase.
+- `sdk`: x402 v2 exactly as the SDK middleware serves it: requirements only in the base64
+  `PAYMENT-REQUIRED` header (the JSON body is `{}`), payment read only from `PAYMENT-SIGNATURE`;
+- `legacy`: x402 v1, the requirement in the JSON body, paid with `X-PAYMENT` carrying a v1 payload
+  (the SDK server cannot emit v1, so this route drives the same in-process facilitator by hand).
 """
 from __future__ import annotations
 
-import json
 import os
-import time
-import uuid
 
 from eth_account import Account
 from fastapi import FastAPI, Request
@@ -31,8 +26,8 @@ from x402.mechanisms.evm import FacilitatorWeb3Signer
 from x402.mechanisms.evm.exact import ExactEvmServerScheme, register_exact_evm_facilitator
 from x402.schemas.v1 import PaymentPayloadV1, PaymentRequiredV1, PaymentRequirementsV1
 
-from devstack import config
-from devstack.parts.seller import LEGACY_PRICE, all_offers
+from devstack import answers, config
+from devstack.parts.foreign import LEGACY_PRICE, foreign_offers
 
 MAX_TIMEOUT_SECONDS = 300
 USDC_EXTRA = {"name": "USDC", "version": "2"}
@@ -42,44 +37,10 @@ def _usdc(amount: str) -> dict:
     return {"amount": amount, "asset": config.USDC_ADDRESS, "extra": dict(USDC_EXTRA)}
 
 
-def _option(pay_to: str, amount) -> PaymentOption:
-    """One exact-scheme USDC option; `amount` is atomic units, or a DynamicPrice."""
-    price = amount if callable(amount) else _usdc(amount)
-    return PaymentOption(scheme="exact", pay_to=pay_to, network=config.CAIP2, price=price,
+def _option(pay_to: str, amount: str) -> PaymentOption:
+    """One exact-scheme USDC option at `amount` atomic units."""
+    return PaymentOption(scheme="exact", pay_to=pay_to, network=config.CAIP2, price=_usdc(amount),
                          max_timeout_seconds=MAX_TIMEOUT_SECONDS)
-
-
-def _price_from_file(path: str):
-    """A DynamicPrice for the SDK: the file's atomic amount, read at each request."""
-    def price(_context) -> dict:
-        with open(path, encoding="ascii") as f:
-            return _usdc(f.read().strip())
-    return price
-
-
-def _completion(model: str, request_body: dict) -> dict:
-    content = f"paid answer from {model} via x402"
-    prompt = " ".join(str(m.get("content", "")) for m in request_body.get("messages") or [] if isinstance(m, dict))
-    prompt_tokens, completion_tokens = max(1, len(prompt.split())), len(content.split())
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-    }
-
-
-def _stream(completion: dict):
-    """The completion as OpenAI SSE chunks: role, content, finish, then [DONE]."""
-    base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"],
-            "model": completion["model"]}
-    deltas = [({"role": "assistant"}, None), ({"content": completion["choices"][0]["message"]["content"]}, None),
-              ({}, "stop")]
-    for delta, finish in deltas:
-        chunk = dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": finish}])
-        yield f"data: {json.dumps(chunk)}\n\n"
-    yield "data: [DONE]\n\n"
 
 
 async def _answer(request: Request, model: str) -> Response:
@@ -88,10 +49,10 @@ async def _answer(request: Request, model: str) -> Response:
     except ValueError:
         body = {}
     body = body if isinstance(body, dict) else {}
-    completion = _completion(model, body)
+    answer = answers.completion(model, body)
     if body.get("stream") is True:
-        return StreamingResponse(_stream(completion), media_type="text/event-stream")
-    return JSONResponse(completion)
+        return StreamingResponse(answers.sse_events(answer), media_type="text/event-stream")
+    return JSONResponse(answer)
 
 
 def _add_chat_route(app: FastAPI, path: str, model: str) -> None:
@@ -110,17 +71,14 @@ def create_app() -> FastAPI:
     server = x402ResourceServer(facilitator)
     server.register(config.CAIP2, ExactEvmServerScheme())
 
-    app = FastAPI(title="devstack x402 seller")
+    app = FastAPI(title="devstack foreign x402 seller")
     routes: dict[str, RouteConfig] = {}
-    for offer in all_offers():
+    for offer in foreign_offers():
         path = f"/services/{offer['offer']}/v1/chat/completions"
         if offer["x402Version"] == 1:
             _add_legacy_route(app, path, offer["model"], pay_to, facilitator)
             continue
-        if offer.get("movable"):
-            accepts = [_option(pay_to, _price_from_file(os.path.join(os.environ["SELLER_PRICES_DIR"], offer["offer"])))]
-        else:
-            accepts = [_option(pay_to, p) for p in offer.get("prices") or [offer["price"]]]
+        accepts = [_option(pay_to, offer["price"])]
         routes[f"POST {path}"] = RouteConfig(accepts=accepts,
                                              description=f"chat completions from {offer['model']}",
                                              mime_type="application/json")
