@@ -100,6 +100,22 @@ class YamlParseError(ValueError):
     because that line may hold a secret (the config's `api_key`)."""
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose scanner refuses nesting past MAX_YAML_DEPTH as it reads it: PyYAML's scanner
+    and composer cost grows with the depth (quadratically for `[[[…`), so a deep document would take
+    seconds before any later check could refuse it."""
+
+    def fetch_flow_collection_start(self, TokenClass):  # noqa: N803 - PyYAML's name
+        if self.flow_level >= MAX_YAML_DEPTH:
+            raise YamlParseError(f"it is nested more than {MAX_YAML_DEPTH} levels deep")
+        super().fetch_flow_collection_start(TokenClass)
+
+    def add_indent(self, column):
+        if len(self.indents) >= MAX_YAML_DEPTH:
+            raise YamlParseError(f"it is nested more than {MAX_YAML_DEPTH} levels deep")
+        return super().add_indent(column)
+
+
 def parse_yaml(raw: bytes) -> Any:
     """Parse UTF-8 YAML bytes safely; raise `YamlParseError` without echoing the content."""
     try:
@@ -109,7 +125,7 @@ def parse_yaml(raw: bytes) -> Any:
     # The pure-Python loader: libyaml's composer recurses in C and crashes the process on deep nesting.
     loader = None
     try:
-        loader = yaml.SafeLoader(text)  # its reader already refuses some characters
+        loader = _BoundedLoader(text)  # its reader already refuses some characters
         node = loader.get_single_node()
         if node is None:
             return None

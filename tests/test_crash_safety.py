@@ -28,6 +28,8 @@ from buy_x402.adoption import DefaultSwitch
 from buy_x402.agent.hermes import HermesRuntime
 from buy_x402.settings import Settings
 
+pytestmark = pytest.mark.slow  # real time: deadlines, signals and subprocesses
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = "model:\n  api_key: sk-secret\n  base_url: http://127.0.0.1:9/v1\n  default: qwen3.5:9b\nterminal:\n  backend: local\n"
 

@@ -21,6 +21,8 @@ from buy_x402.errors import TransportError
 from buy_x402.http import make_session
 from conftest import BUY
 
+pytestmark = pytest.mark.slow  # real time: deadlines, signals and subprocesses
+
 DRIP_EVERY_S = 1.0
 
 
