@@ -16,11 +16,12 @@ from typing import Any, Callable
 
 from . import discover, extensions, payment, settlement, x402
 from .amounts import auth_expiry, format_amount
-from .errors import BuyError, PaymentFailed, UsageError, WalletError
+from .errors import BuyError, Interrupted, PaymentFailed, UsageError, WalletError
 from .offer import PaymentOption, PaymentRequired
 from .peers import Peers
 from .render import paid_summary
 from .result import Context
+from .urls import seller_url, shown
 from .vouchers import choose, preflight
 
 DEFAULT_TIMEOUTS_S = {"http": 100.0, "inference": 600.0}
@@ -59,7 +60,8 @@ def build_request(ask: Ask, *, model: str | None = None) -> payment.PaidRequest:
     """The request to pay for; usage errors before anything goes on the wire. `model` is the one a
     chat request names when --model does not (see `chat_model`)."""
     if not URL_RE.match(ask.url or ""):
-        raise UsageError(f"{ask.url!r} is not an http(s) URL", hint=f"e.g. buy.py {ask.command} https://seller/services/x")
+        raise UsageError(f"{shown(ask.url, 80)} is not an http(s) URL", hint=f"e.g. buy.py {ask.command} https://seller/services/x")
+    seller_url(ask.url, f"the {ask.command} URL")
     if ask.kind == "http":
         if ask.agent:
             raise UsageError("pay-agent talks to a chat endpoint; --type http is for `pay`",
@@ -147,7 +149,14 @@ def pay(ctx: Context, ask: Ask, *, json_mode: bool, peers: Peers | None = None,
     sink = None
     if ask.agent and not json_mode and ctx.stream is not None:
         sink = AnswerLines(ctx.stream) if answer_only else ctx.stream
-    response = payment.send_paid(peers.session, request, header_name, header_value, timeout=timeout, on_line=sink)
+    try:
+        response = payment.send_paid(peers.session, request, header_name, header_value, timeout=timeout,
+                                     on_line=sink)
+    except Interrupted as exc:  # the voucher left this process: stopping cannot take it back
+        exc.data = {**exc.data, "url": request.url, "voucher_sent": True, "wallet": wallet,
+                    "price": {"atomic": str(option.amount), "display": price_text}}
+        exc.note = "the signed voucher was sent and may have been spent: check `buy.py balance` before retrying"
+        raise
     if isinstance(sink, AnswerLines):
         sink.flush()
 

@@ -17,7 +17,7 @@ URL = "http://seller.invalid/services/qwen"
     (["go", "not-a-url"], "is not an http(s) URL"),
     (["go", URL, "--message", "a", "--data", "{}"], "either --message or --data"),
     (["go", URL, "--payment-option", "0"], "expected a number >= 1"),
-    (["go", URL, "--timeout", "-1"], "expected seconds > 0"),
+    (["go", URL, "--timeout", "-1"], "expected seconds above 0"),
     (["siwx", "ftp://x"], "is not an http(s) URL"),
     (["siwx"], "the following arguments are required: url"),
 ])

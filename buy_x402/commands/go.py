@@ -17,9 +17,10 @@ from typing import Any
 
 from .. import cluster, discover, x402
 from ..errors import UsageError
-from ..paying import URL_RE, Ask, pay
+from ..paying import Ask, pay
 from ..peers import Peers
 from ..result import Context, Result
+from ..urls import seller_url
 
 PLACEHOLDER_MESSAGE = "your question"
 
@@ -31,8 +32,7 @@ def purchase_name(model: str | None) -> str:
 
 
 def run(ctx: Context, args: Namespace) -> Result:
-    if not URL_RE.match(args.url or ""):
-        raise UsageError(f"{args.url!r} is not an http(s) URL", hint="e.g. buy.py go https://seller/services/x")
+    seller_url(args.url, "the go URL")
     if args.message is not None and args.data is not None:
         raise UsageError("give either --message or --data, not both")
     peers = Peers(ctx)

@@ -7,20 +7,19 @@ import shlex
 from argparse import Namespace
 
 from .. import siwx
-from ..errors import BuyError, UsageError
+from ..errors import BuyError
 from ..http import send
 from ..offer import resolve_chain
-from ..paying import URL_RE
 from ..peers import Peers
 from ..result import Context, Result
+from ..urls import seller_url
 
 FETCH_TIMEOUT_S = 100.0
 BODY_LIMIT_CHARS = 64_000
 
 
 def run(ctx: Context, args: Namespace) -> Result:
-    if not URL_RE.match(args.url or ""):
-        raise UsageError(f"{args.url!r} is not an http(s) URL", hint="e.g. buy.py siwx https://seller/services/x/data")
+    seller_url(args.url, "the siwx URL")
     method = (args.method or "GET").upper()
     peers = Peers(ctx)
     chain_id = resolve_chain(ctx.settings.default_chain).chain_id
