@@ -73,15 +73,30 @@ def _balance(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def settlement_text(settled: dict[str, Any], price: str, pay_to: str) -> str:
+    """One line a person reads: was it paid, on whose word, and the transaction."""
+    tx = f" (tx {settled['transaction']})" if settled.get("transaction") else ""
+    if settled.get("verified") is True:
+        how = ("its transaction's receipt" if settled.get("how") == "receipt"
+               else f"the voucher's nonce ({settled.get('how')})")
+        return f"Settlement: verified on chain by {how}: {price} to {pay_to}{tx}"
+    if settled.get("verified") is False:
+        return f"Settlement: NOT verified on chain: {settled.get('detail')}"
+    return f"Settlement: unknown: {settled.get('detail')}"
+
+
+def paid_summary(data: dict[str, Any]) -> str:
+    """What was paid, to whom, over what, and whether the chain agrees."""
+    option = data["option"]
+    return (f"Paid {data['price']['display']} to {option['payTo']} on {option['chain']} "
+            f"(x402 v{data['x402Version']}, {data['paymentHeader']}); HTTP {data['status']}\n"
+            + settlement_text(data.get("settlement") or {}, data["price"]["display"], option["payTo"]))
+
+
 def _paid(data: dict[str, Any]) -> str:
     if data.get("streamed"):
         return ""  # stdout already carried the stream; the summary went to stderr
-    settlement = data.get("settlement") or {}
-    lines = [f"Paid {data['price']['display']} on {data['option']['chain']} "
-             f"(x402 v{data['x402Version']}, {data['paymentHeader']}); HTTP {data['status']}"]
-    if settlement:
-        lines.append(f"Settlement: success={settlement.get('success')} tx={settlement.get('transaction')} "
-                     f"payer={settlement.get('payer')} network={settlement.get('network')}")
+    lines = [paid_summary(data)]
     answer = data.get("content")
     body = answer if isinstance(answer, str) else data.get("body", "")
     if body:
@@ -91,6 +106,37 @@ def _paid(data: dict[str, Any]) -> str:
 
 renderer("pay")(_paid)
 renderer("pay-agent")(_paid)
+
+
+@renderer("go")
+def _go(data: dict[str, Any]) -> str:
+    if data.get("paid"):
+        if data.get("streamed") and data.get("printed"):
+            return ""  # the answer went to stdout as it arrived; the summary went to stderr
+        return _paid(dict(data, streamed=False))
+    what = {"agent": "an agent", "chat": "a chat model", "http": "an HTTP resource"}[data["kind"]]
+    model = f" ({data['model']})" if data.get("model") else ""
+    count = len(data["options"])
+    lines = [f"{what[0].upper()}{what[1:]} offer{model}, x402 v{data['x402Version']}, "
+             f"{count} payment option{'s' if count != 1 else ''}; nothing was paid."]
+    for option in data["options"]:
+        where = option["chain"] or f"{option['network']} (unsupported network)"
+        lines.append(f"  [{option['index']}] {option['price']['display']} per request on {where} to {option['payTo']}")
+    lines += ["", "Ask it (one paid request):", f"  {data['next']}"]
+    if data.get("buy"):
+        lines += ["Or buy vouchers and use it as paid/<model> through LiteLLM:", f"  {data['buy']}"]
+    return "\n".join(lines)
+
+
+@renderer("siwx")
+def _siwx(data: dict[str, Any]) -> str:
+    if data.get("fetched"):
+        body = data.get("body") or ""
+        return body + ("\n… (truncated; use --json)" if data.get("bodyTruncated") else "")
+    source = "the server's challenge" if data.get("fromChallenge") else "the URL (no challenge)"
+    return "\n".join([f"Wallet: {data['wallet']}", f"Domain: {data['domain']} (message from {source})",
+                      f"Header: {data['header']}", f"Example: {data['curl']}",
+                      "The credential works once (single-use nonce) and for 10 minutes."])
 
 
 # --- list, status, process, schedule -------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, Callable, Mapping
 
-from . import cluster, purchases, schemes, x402
+from . import cluster, extensions, purchases, schemes, x402
 from .caps import Signing
 from .errors import KubeApiError
 from .offer import PaymentOption, PaymentRequired
@@ -18,11 +18,12 @@ CONFLICT_RETRIES = 5
 
 
 def choose(peers: Peers, offer: PaymentRequired, wallet: str, *, index: int | None, token: str | None,
-           network: str | None) -> x402.Choice:
-    """The option to pay with (by the flags, else the first the wallet can afford), announced when the
-    seller offers more than one, with the listing the choice was made from."""
+           network: str | None, eligible=None, eligible_reason: str = "") -> x402.Choice:
+    """The option to pay with (by the flags, else the cheapest the wallet can afford among those
+    `eligible` keeps), announced when the seller offers more than one, with the listing it was chosen from."""
     choice = x402.choose_option(offer.accepts, index=index, token=token, network=network,
-                                balance_of=lambda o: peers.chain.balance_of(o.chain.name, o.asset, wallet))
+                                balance_of=lambda o: peers.chain.balance_of(o.chain.name, o.asset, wallet),
+                                eligible=eligible, eligible_reason=eligible_reason)
     if len(offer.accepts) > 1:
         peers.ctx.notify(f"This seller accepts {len(offer.accepts)} payment options; using [{choice.option.index}] "
                          f"({choice.reason}).\n{choice.listing}")
@@ -37,10 +38,16 @@ def preflight(peers: Peers, option: PaymentOption, wallet: str, *,
 
 def presign(peers: Peers, option: PaymentOption, wallet: str, count: int, deadline: int, offer: PaymentRequired,
             plan: SigningPlan | None = None, signing_workers: int = SIGNING_WORKERS, *, signed_at: int = 0) -> list:
-    """Sign `count` vouchers for `option` through the remote signer, with progress on stderr.
+    """Sign `count` vouchers for `option` through the remote signer, with progress on stderr. A seller
+    that requires an extension these vouchers cannot carry is refused first (buy's dry run comes here
+    with placeholder signatures, so that is before anything is signed).
 
     With `signed_at` (unix seconds) the vouchers carry their signing time as `validAfter` (less the
     scheme's margin), so the spend caps can date them when the signing record is gone."""
+    resource = offer.resource.get("url") if isinstance(offer.resource, dict) else offer.resource
+    extensions.check_satisfiable(offer.extensions, url=str(resource or "the seller"),
+                                 sponsored=bool(plan and plan.permit_nonce_base is not None))
+
     def progress(done: int, total: int) -> None:
         peers.ctx.progress("signed", done, total)
     return peers.signer.presign(option, address=wallet, count=count, deadline=deadline, plan=plan,

@@ -17,12 +17,14 @@ from typing import Any
 from .. import caps, cluster, purchases, refill, schemes, spending, x402
 from ..adoption import adopt
 from ..amounts import auth_count, auth_expiry, format_amount, parse_money
-from ..errors import (BuyError, DefaultNotChanged, ExitCode, KubeApiError, NotReadyError, PurchaseError,
-                      UsageError, WalletError)
+from ..errors import (BuyError, DefaultNotChanged, ExitCode, Interrupted, KubeApiError, NotReadyError,
+                      PurchaseError, UsageError, WalletError)
 from ..kube import WaitTimeout
 from ..peers import Peers
+from ..inputs import model_id
 from ..result import Context, Result
 from ..scheduling import ensure_schedule
+from ..urls import seller_url, shown
 from ..vouchers import (SIGNING_WORKERS, choose, dry_run_write, placeholder_auths, preflight, presign,
                         replace_with_retry)
 
@@ -31,13 +33,12 @@ NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0
 
 def validate_args(args: Namespace) -> None:
     if len(args.name) > 253 or not NAME_RE.match(args.name):
-        raise UsageError(f"purchase name {args.name!r} is not a valid Kubernetes name",
+        raise UsageError(f"purchase name {shown(args.name, 60)} is not a valid Kubernetes name",
                          hint="use lower-case letters, digits and '-', e.g. qwen-paid")
-    if not re.match(r"^https?://[^/\s]+", args.endpoint or ""):
-        raise UsageError(f"--endpoint {args.endpoint!r} is not an http(s) URL",
-                         hint="pass the seller offer URL, e.g. https://seller.example/services/qwen")
+    seller_url(args.endpoint, "--endpoint")
+    model_id(args.model, "--model")
     if not args.model.strip() or args.model.startswith("paid/"):
-        raise UsageError(f"--model {args.model!r} must be the seller's model id (without paid/)",
+        raise UsageError(f"--model {shown(args.model, 60)} must be the seller's model id (without paid/)",
                          hint="e.g. --model qwen3.6-35b; it is published as paid/qwen3.6-35b")
     if args.no_canary and not args.set_default:
         raise UsageError("--no-canary only applies with --set-default", hint="add --set-default or drop --no-canary")
@@ -53,7 +54,8 @@ def run(ctx: Context, args: Namespace) -> Result:
     ctx.notify(f"Probing {endpoint} ...")
     offer = x402.probe(peers.session, endpoint, args.model)
     wallet = peers.signer.address()
-    option = choose(peers, offer, wallet, index=args.payment_option, token=args.token, network=args.network).option
+    option = choose(peers, offer, wallet, index=args.payment_option, token=args.token, network=args.network,
+                    eligible=lambda o: cluster.can_spend(offer, o), eligible_reason="the cluster can spend").option
     cluster.check_spendable(offer, option, network=option.chain.name, url=purchases.chat_endpoint(endpoint))
     price = option.amount
     price_text = format_amount(price, option.decimals, option.symbol)
@@ -157,35 +159,30 @@ def run(ctx: Context, args: Namespace) -> Result:
                                                     auto_refill=policy, endpoint=endpoint, signing=signing),
                       replace=True)
 
-    # 6. Record, then sign (the only step that commits the wallet), then declare.
+    # 6. Record, then sign (the only step that commits the wallet).
     reservation = spending.reserve(ledger, existing or {"metadata": {"name": args.name}}, live_entry, signing,
                                    limits=limits, price=price, fmt=fmt, namespace=namespace,
                                    new_purchase=existing is None)
     try:
         ctx.notify(f"Signing {count} authorizations at {price_text} each (total {fmt(total)}) ...")
         auths = presign(peers, option, wallet, count, valid_before, offer, plan, signed_at=signed_at)
-        if existing is None:
-            obj = purchases.build_purchase(args.name, namespace, endpoint=endpoint, model=args.model,
-                                           payment=payment, auths=auths, auto_refill=policy, signing=signing)
-            try:
-                written = peers.kube.create(obj)
-            except KubeApiError as err:
-                if err.reason == "AlreadyExists":
-                    raise PurchaseError(f"PurchaseRequest {args.name} was created by someone else meanwhile; "
-                                        "nothing was written and the signed vouchers were discarded",
-                                        hint=f"re-run the same command to top {args.name} up") from err
-                raise
-            ctx.notify(f"Created PurchaseRequest {namespace}/{args.name}")
-        else:
-            written = replace_with_retry(
-                peers, args.name, existing, live_entry, auths, payment, policy, endpoint, signing=signing,
-                recheck=spending.conflict_recheck(ledger, signing, limits=limits, price=price, fmt=fmt,
-                                                  namespace=namespace))
-            ctx.notify(f"Updated PurchaseRequest {namespace}/{args.name} "
-                       f"({len(written['spec']['preSignedAuths'])} active vouchers)")
     except BaseException:
         reservation.release()  # nothing was written: the signed vouchers are discarded
         raise
+
+    # 7. Declare.
+    recheck = None if existing is None else spending.conflict_recheck(ledger, signing, limits=limits, price=price,
+                                                                      fmt=fmt, namespace=namespace)
+    try:
+        written = _declare(peers, ctx, args, existing, live_entry, auths, payment, policy, endpoint,
+                           signing=signing, recheck=recheck)
+    except (KubeApiError, PurchaseError):
+        reservation.release()  # the API server refused the write: nothing was declared
+        raise
+    except Interrupted as exc:  # the request may have reached the API server before the stop
+        exc.note = (f"the PurchaseRequest {args.name} may have been written with the {count} vouchers just signed: "
+                    f"check it with `buy.py status {args.name}` before buying again")
+        raise  # the signing stays recorded: the caps over-count, never under-count
 
     data: dict[str, Any] = {
         "name": args.name, "alias": alias, "model": args.model, "endpoint": endpoint,
@@ -199,9 +196,49 @@ def run(ctx: Context, args: Namespace) -> Result:
         data["caps"] = caps.report(limits, spending.usage_of(written, live_entry,
                                                              spending.record_of(ledger, written, namespace), price), fmt)
 
+    # From here the purchase exists and is funded: whatever breaks or stops the run, its facts are
+    # reported (exit 3 or 4, or the signal's code), never lost behind a bare error.
+    try:
+        return _after_purchase(peers, ctx, args, written, data, alias, policy)
+    except Interrupted as exc:
+        exc.data = {**data, **exc.data}
+        exc.note = exc.note or (f"PurchaseRequest {args.name} was written and is funded with {data['pool']} vouchers; "
+                                f"check it with `buy.py status {args.name}`")
+        raise
+
+
+def _declare(peers: Peers, ctx: Context, args: Namespace, existing: dict | None, live_entry: dict | None,
+             auths: list, payment: dict, policy: dict | None, endpoint: str, *, signing, recheck) -> dict:
+    """Create the PurchaseRequest, or top the existing one up; the object the API server stored."""
+    namespace = peers.kube.config.namespace
+    if existing is None:
+        obj = purchases.build_purchase(args.name, namespace, endpoint=endpoint, model=args.model,
+                                       payment=payment, auths=auths, auto_refill=policy, signing=signing)
+        try:
+            written = peers.kube.create(obj)
+        except KubeApiError as err:
+            if err.reason == "AlreadyExists":
+                raise PurchaseError(f"PurchaseRequest {args.name} was created by someone else meanwhile; "
+                                    "nothing was written and the signed vouchers were discarded",
+                                    hint=f"re-run the same command to top {args.name} up") from err
+            raise
+        ctx.notify(f"Created PurchaseRequest {namespace}/{args.name}")
+        return written
+    written = replace_with_retry(peers, args.name, existing, live_entry, auths, payment, policy, endpoint,
+                                 signing=signing, recheck=recheck)
+    ctx.notify(f"Updated PurchaseRequest {namespace}/{args.name} "
+               f"({len(written['spec']['preSignedAuths'])} active vouchers)")
+    return written
+
+
+def _after_purchase(peers: Peers, ctx: Context, args: Namespace, written: dict, data: dict[str, Any],
+                    alias: str, policy: dict | None) -> Result:
     # 8. Wait for Ready (watch, not poll).
     ctx.notify("Waiting for the controller to reconcile the PurchaseRequest ...")
-    obj, failure = _wait_ready(peers, ctx, written, args.timeout)
+    try:
+        obj, failure = _wait_ready(peers, ctx, written, args.timeout)
+    except Exception as exc:  # the purchase is written whatever the watch says: report it as not Ready
+        obj, failure = written, f"the wait failed: {_describe(exc)}"
     state = purchases.readiness(obj)
     data["status"] = {"ready": state.ready, "remaining": state.remaining, "publicModel": state.public_model,
                       "message": state.message, "conditions": obj.get("status", {}).get("conditions", [])}
@@ -224,9 +261,19 @@ def run(ctx: Context, args: Namespace) -> Result:
                                         auto_refill=policy)
         except DefaultNotChanged as err:
             return Result("buy", data, ExitCode.DEFAULT_NOT_CHANGED, _bought_but_not_adopted(args.name, alias, err))
+        except Exception as exc:  # anything else that broke after the purchase: still bought, not adopted
+            cause = exc if isinstance(exc, BuyError) else BuyError(_describe(exc), code="internal")
+            err = DefaultNotChanged(f"{alias} was not adopted: {cause.message}", cause=cause,
+                                    hint=cause.hint or "fix the cause shown", data={"step": "adopt"})
+            return Result("buy", data, ExitCode.DEFAULT_NOT_CHANGED, _bought_but_not_adopted(args.name, alias, err))
         if (policy or {}).get("enabled"):
             data["schedule"] = _ensure_schedule(peers, ctx)
     return Result("buy", data)
+
+
+def _describe(exc: BaseException) -> str:
+    text = exc.message if isinstance(exc, BuyError) else f"{exc.__class__.__name__}: {exc}"
+    return text[:300]
 
 
 def _bought_but_not_adopted(name: str, alias: str, err: DefaultNotChanged) -> DefaultNotChanged:
@@ -246,8 +293,8 @@ def _ensure_schedule(peers: Peers, ctx: Context) -> dict | None:
     undo a verified adoption; it is reported with the command that finishes the job."""
     try:
         return ensure_schedule(peers)
-    except BuyError as err:
-        ctx.warn(f"the auto-refill cron job could not be set up ({err.message}); "
+    except Exception as err:  # the adoption is verified and stays; the job is finished by hand
+        ctx.warn(f"the auto-refill cron job could not be set up ({_describe(err)}); "
                  "run `buy.py schedule` so the pool is topped up and the default guarded")
         return None
 

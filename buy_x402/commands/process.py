@@ -120,7 +120,7 @@ def _guard_default(peers: Peers, live: dict, items: list[dict], actions: dict[st
             snapshot, unreadable = None, err
         current = agent.current_default(snapshot) if snapshot else None
         record = agent.record(config)
-        last = record.last(current)
+        last = record.last(current, snapshot.identity if snapshot else None)
         if not last or not str(last.get("adopted") or "").startswith(PAID_PREFIX):
             return None
         purchase = last.get("purchase")

@@ -11,6 +11,7 @@ import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from ..extensions import echo as extensions_echo
 from ..offer import PaymentOption
 
 if TYPE_CHECKING:
@@ -118,10 +119,8 @@ def voucher(option: PaymentOption, auth_id: str, payload: dict, extensions: Mapp
 
 
 def echo_extensions(extensions: Mapping[str, Any] | None) -> dict | None:
-    """The 402's extensions as a voucher echoes them: only `{"info": …}` (schemas dropped to keep the CR small)."""
-    echoed = {key: {"info": copy.deepcopy(value["info"])}
-              for key, value in (extensions or {}).items() if isinstance(value, Mapping) and "info" in value}
-    return echoed or None
+    """The 402's extensions as a voucher echoes them (buy_x402/extensions.py has the rules)."""
+    return extensions_echo(extensions)
 
 
 __all__ = ["PaymentScheme", "SigningPlan", "SignTypedData", "SIGNING_MARGIN_S", "valid_after_for", "signed_at_from", "chain_id", "typed_data", "accepted", "voucher",
