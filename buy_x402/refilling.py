@@ -112,7 +112,7 @@ def refill(peers: Peers, obj: dict, entry: dict, *, wanted: int, reason: str, by
                   replace=True)
 
     reservation = spending.reserve(ledger, obj, entry, signing, limits=limits, price=price, fmt=fmt,
-                                   namespace=namespace)
+                                   namespace=namespace, notify=peers.ctx.notify)
     try:
         auths = presign(peers, option, wallet, count, valid_before, offer, signing_plan, signed_at=now)
         written = replace_with_retry(peers, name, obj, entry, auths, new_payment, policy, signing=signing,

@@ -68,10 +68,12 @@ class Reservation:
 
 
 def reserve(ledger: SigningLedger | None, obj: dict, entry: dict | None, signing: Signing, *, limits: Caps,
-            price: int, fmt: Callable[[int], str], namespace: str, new_purchase: bool = False) -> Reservation:
+            price: int, fmt: Callable[[int], str], namespace: str, new_purchase: bool = False,
+            notify: Callable[[str], None] | None = None) -> Reservation:
     """Record `signing` for purchase `obj` before signing. Under the record's lock the caps are checked
     again, with every other run's reservation counted: of two runs racing on one purchase, the second
-    finds no room and signs nothing."""
+    finds no room and signs nothing. An uncapped purchase does not depend on the record: when it cannot
+    be written (a broken agent home), that is said through `notify` and the annotation records the signing."""
     name = obj["metadata"]["name"]
 
     def check(record: caps.History | None) -> None:
@@ -85,7 +87,16 @@ def reserve(ledger: SigningLedger | None, obj: dict, entry: dict | None, signing
                                 "nothing was signed", hint=f"buy.py status {name}", code="cap_reached")
 
     if ledger is not None:
-        ledger.reserve(namespace, name, signing, new_purchase=new_purchase, check=check)
+        try:
+            ledger.reserve(namespace, name, signing, new_purchase=new_purchase, check=check)
+        except AgentConfigError as err:
+            if limits.any:
+                raise PurchaseError(f"{err.message}; a capped purchase signs nothing it cannot record, so nothing "
+                                    "was signed", hint=err.hint, code="signings_unavailable") from err
+            if notify is not None:
+                notify(f"note: signing not recorded beside the agent's config ({err.message}); "
+                       "the PurchaseRequest's annotation records it")
+            ledger = None
     return Reservation(ledger, namespace, name, signing)
 
 

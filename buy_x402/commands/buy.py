@@ -162,7 +162,7 @@ def run(ctx: Context, args: Namespace) -> Result:
     # 6. Record, then sign (the only step that commits the wallet).
     reservation = spending.reserve(ledger, existing or {"metadata": {"name": args.name}}, live_entry, signing,
                                    limits=limits, price=price, fmt=fmt, namespace=namespace,
-                                   new_purchase=existing is None)
+                                   new_purchase=existing is None, notify=ctx.notify)
     try:
         ctx.notify(f"Signing {count} authorizations at {price_text} each (total {fmt(total)}) ...")
         auths = presign(peers, option, wallet, count, valid_before, offer, plan, signed_at=signed_at)
