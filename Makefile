@@ -7,7 +7,7 @@ VENV := $(DEPS)/venv
 SHARED_CRDSRV := ../shared/tools/kube-crd-apiserver/crdsrv.xz
 ANVIL_VERSION := 1.7.1
 
-.PHONY: deps test demo bench clean-deps
+.PHONY: deps test demo bench soak clean-deps
 deps: $(DEPS)/apt.stamp $(VENV)/.stamp $(DEPS)/litellm/.stamp $(DEPS)/hermes/.stamp $(DEPS)/node/.stamp $(DEPS)/bin/crdsrv
 
 $(DEPS)/apt.stamp:
@@ -52,6 +52,11 @@ demo: deps
 # Both benchmarks run even when the first misses its target; the exit status reports either miss.
 bench: deps
 	$(VENV)/bin/python bench/presign.py; p=$$?; $(VENV)/bin/python bench/adopt.py; a=$$?; test $$p -eq 0 -a $$a -eq 0
+
+# Fault injection at full size on a devstack of its own (not part of `make test`, which runs a few
+# dozen of the same runs): >= 500 SIGKILLs and >= 50 SIGTERMs at random points, concurrent writers.
+soak: deps
+	$(VENV)/bin/python -m soak
 
 clean-deps:
 	rm -rf $(DEPS)

@@ -14,8 +14,8 @@ import contextlib
 import time
 from typing import Any, Iterator, NoReturn
 
-from . import purchases
-from .agent.configfile import Snapshot
+from . import purchases, shutdown
+from .agent.configfile import OwnerNotRestored, Snapshot
 from .agent.runtime import AgentConfig, AgentRuntime, WriteResult
 from .errors import AgentConfigError, BuyError, DefaultNotChanged, LiteLLMError, PurchaseError
 from .litellm import LiteLLMClient
@@ -39,25 +39,43 @@ class DefaultSwitch:
 
     def last_adoption(self) -> dict | None:
         """The adoption `undo` would reverse, if the record holds one."""
-        return self.record.last(self.current)
+        return self.record.last(self.current, self.before.identity)
 
     def adopt(self, model: str, *, purchase: str | None, at: str) -> WriteResult:
         """Record the adoption as pending (so a restore works even if the process dies right after the
-        switch), write, verify, then mark it applied; a failed write leaves no record behind."""
-        self.record.record_pending(adopted=model, previous=self.current, purchase=purchase, at=at)
+        switch), then write and verify: one write of the record. Until it returns, any failure or
+        signal undoes it all: the original file back, the pending entry dropped."""
+        entry = {"adopted": model, "previous": self.current, "purchase": purchase, "at": at}
+        committed = False
         try:
+            self.record.record_pending(**entry, config=self.before.identity)
             write = self.write(model)
+            committed = True
+            shutdown.finishing()  # the switch stands: a later signal must not report it as undone
+            return write
         except BaseException:
-            self.record.drop_pending()
+            if not committed:
+                with shutdown.critical():
+                    self._put_back_quietly()
+                    self.record.drop(entry)
             raise
-        self.record.mark_applied()
-        return write
 
     def undo(self, entry: dict) -> WriteResult:
-        """Write back the default `entry` (from `last_adoption`) replaced, verify, then forget `entry`."""
-        write = self.write(entry["previous"])
-        self.record.pop(entry)
-        return write
+        """Write back the default `entry` (from `last_adoption`) replaced, verify, then forget `entry`;
+        a failure or a signal before `entry` is forgotten puts the file back as it was."""
+        committed = False
+        try:
+            write = self.write(entry["previous"])
+            with shutdown.critical():
+                self.record.pop(entry)
+                committed = True
+                shutdown.finishing()
+            return write
+        except BaseException:
+            if not committed:
+                with shutdown.critical():
+                    self._put_back_quietly()
+            raise
 
     def write(self, model: str) -> WriteResult:
         """Write `model` and read it back; on any failure put the original bytes back once and re-raise.
@@ -66,8 +84,14 @@ class DefaultSwitch:
             write = self.agent.write_default(self.config, self.before, model)
             self.agent.verify(self.config, self.before, model)
         except BaseException as err:
-            self._put_back(err)
+            with shutdown.critical():
+                self._put_back(err)
         return write
+
+    def _put_back_quietly(self) -> None:
+        """The file as it was, if it is not already (an error on the way out is already being raised)."""
+        with contextlib.suppress(OSError, OwnerNotRestored):
+            self.agent.put_back(self.config, self.before)
 
     def _put_back(self, err: BaseException) -> NoReturn:
         """A failed or unverified write may have left a changed or damaged file (a CLI that died mid-way):
@@ -75,6 +99,14 @@ class DefaultSwitch:
         path = self.config.path
         try:
             rewrote = self.agent.put_back(self.config, self.before)
+        except OwnerNotRestored as exc:
+            if not isinstance(err, BuyError):
+                raise err
+            raise AgentConfigError(
+                f"{err.message}; the original bytes and mode were put back, but its owner could NOT be "
+                f"restored ({exc}): only root can give the file back",
+                hint=f"as root: chown {exc.was[0]}:{exc.was[1]} {path}; then run buy.py as the user that owns it",
+                code="owner_not_restored", data={**err.data, "path": str(path)}) from err
         except OSError as exc:
             if not isinstance(err, BuyError):
                 raise err
@@ -136,7 +168,7 @@ def _paid_purchase(peers: Peers, model: str, purchase: str | None) -> dict[str, 
 def _live_spent(peers: Peers, purchase: str | None) -> int | None:
     live = peers.buyer.try_status()
     entry = (live or {}).get(purchase or "")
-    return entry.get("spent") if entry else None
+    return entry.get("spent") if isinstance(entry, dict) else None
 
 
 def adopt(peers: Peers, model: str, *, purchase: str | None = None, canary: bool = True,
@@ -151,6 +183,10 @@ def adopt(peers: Peers, model: str, *, purchase: str | None = None, canary: bool
         if previous == model:
             result.update(changed=False, canary=None, write=None)
             return result
+        try:  # the record must be writable before a voucher is spent on the canary
+            switch.record.check()
+        except BuyError as err:
+            raise _refuse("pre-flight", err, model) from err
 
         # Step 4: selectable — LiteLLM lists it, and (for paid/) a purchase publishes it.
         try:
@@ -233,16 +269,26 @@ def restore_previous_default(peers: Peers) -> dict[str, Any]:
 def show(peers: Peers) -> dict[str, Any]:
     """The agent's default now, where it came from, and (if buy-x402 adopted it) the pool behind it."""
     agent, config = peers.agent, peers.agent_config
-    current = agent.current_default(agent.read(config))
+    snapshot = agent.read(config)
+    current = agent.current_default(snapshot)
     data: dict[str, Any] = {"model": current, "config": str(config.path), "profile": config.profile or "default",
                             "managed": config.managed, "adopted_by_buy_x402": False}
-    last = agent.record(config).last(current)
+    record = agent.record(config)
+    try:
+        last = record.last(current, snapshot.identity)
+    except AgentConfigError as err:  # show is read-only: a broken record is reported, not fatal
+        last = None
+        peers.ctx.warn(f"{err.message} ({err.hint})")
+        data["record_problems"] = [err.message]
+    if record.problems:
+        data["record_problems"] = list(record.problems)
+        peers.ctx.warn(f"{record.path}: " + "; ".join(record.problems[:5]))
     if last and last.get("adopted") == current:
         data.update(adopted_by_buy_x402=True, purchase=last.get("purchase"), at=last.get("at"),
                     previous=last.get("previous"), rollback=ROLLBACK_COMMAND)
         live = peers.buyer.try_status()
         entry = (live or {}).get(last.get("purchase") or "")
-        if entry:
+        if isinstance(entry, dict):
             data["live"] = {"remaining": entry.get("remaining"), "spent": entry.get("spent")}
         elif live is None:
             data["live"] = None

@@ -10,6 +10,7 @@ import re
 from decimal import Context, Decimal
 
 from .errors import PaymentChoiceError, UsageError
+from .urls import shown
 
 DEFAULT_BUDGET_ATOMIC = 100_000_000   # 100 USDC, as upstream buy.py
 MAX_AUTH_COUNT = 1000                 # the most vouchers one run signs (each scheme may cap lower)
@@ -19,7 +20,43 @@ MAX_SAFE_DEADLINE = 4294967295        # "never": the largest uint32, what upstre
 NEVER_WORDS = ("never", "0", "none", "-1")
 _EXACT = Context(prec=200)  # uint256 has 78 digits: never let scaling round
 
-_MONEY = re.compile(r"^(?P<dollar>\$)?\s*(?P<num>\d+(?:\.\d*)?|\.\d+)\s*(?P<sym>[A-Za-z][A-Za-z0-9.\-]*)?$")
+MAX_ATOMIC = 2**256 - 1                # a uint256: no token amount is larger
+MAX_AMOUNT_CHARS = 100
+MAX_TTL_DIGITS = 12
+_MONEY = re.compile(r"^(?P<dollar>\$)?\s*(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?P<sym>[A-Za-z][A-Za-z0-9.\-]*)?$")
+_EXPONENT = re.compile(r"^\$?\s*[0-9.]+[eE][+-]?[0-9]+\b")
+_AMOUNT_HINT = "use atomic units (10000), token units (0.01 or '0.01 USDC') or dollars ($0.01)"
+
+
+def check_money_syntax(text: str, what: str = "amount") -> None:
+    """UsageError unless `text` reads as an amount: what the command line can check before the
+    offer's token is known (the scale and the symbol are checked by `parse_money` after the probe)."""
+    raw = str(text).strip()
+    if len(raw) > MAX_AMOUNT_CHARS:
+        raise UsageError(f"{what} is {len(raw)} characters long; no amount needs more than {MAX_AMOUNT_CHARS}",
+                         hint=_AMOUNT_HINT)
+    if _EXPONENT.match(raw):
+        raise UsageError(f"{what} {shown(raw, 40)} is in scientific notation, which amounts do not take",
+                         hint="write the number out, e.g. 1000 (atomic units) or 0.001 (token units)")
+    match = _MONEY.match(raw)
+    if not match:
+        raise UsageError(f"{what} {shown(raw, 40)} is not an amount", hint=_AMOUNT_HINT)
+    if match["sym"] and match["sym"].lower() in ("nan", "inf", "infinity"):
+        raise UsageError(f"{what} {shown(raw, 40)} is not an amount", hint=_AMOUNT_HINT)
+    whole = match["num"].split(".")[0]
+    if len(whole.lstrip("0")) > 78:
+        raise UsageError(f"{what} {shown(raw, 40)} is larger than any token amount (2^256 - 1)",
+                         hint=_AMOUNT_HINT)
+
+
+def check_auth_ttl(text: str | None) -> None:
+    """UsageError unless `text` is a voucher lifetime `auth_expiry` takes: seconds or 'never'."""
+    raw = str(text or "").strip().lower()
+    if raw in NEVER_WORDS or not raw:
+        return
+    if len(raw) > MAX_TTL_DIGITS or not raw.isascii() or not raw.isdigit():
+        raise UsageError(f"auth TTL {shown(text, 40)} is not a number of seconds or 'never'",
+                         hint="use e.g. --auth-ttl 86400, or --auth-ttl never")
 
 
 def parse_money(text: str, *, decimals: int | None, symbol: str | None, what: str = "amount") -> int:
@@ -29,15 +66,15 @@ def parse_money(text: str, *, decimals: int | None, symbol: str | None, what: st
     messages (e.g. "--budget").
     """
     raw = str(text).strip()
-    if raw.isdigit():
+    check_money_syntax(raw, what)
+    if raw.isascii() and raw.isdigit():
         value = int(raw)
         if value <= 0:
             raise UsageError(f"{what} must be positive, got {raw!r}")
+        if value > MAX_ATOMIC:
+            raise UsageError(f"{what} {shown(raw, 40)} is larger than any token amount (2^256 - 1)")
         return value
     match = _MONEY.match(raw)
-    if not match:
-        raise UsageError(f"{what} {raw!r} is not an amount",
-                         hint="use atomic units (10000), token units (0.01 or '0.01 USDC') or dollars ($0.01)")
     asset_symbol = (symbol or "").upper() or None
     named = (match["sym"] or "").upper() or None
     if match["dollar"] and asset_symbol != "USDC":
@@ -58,6 +95,8 @@ def parse_money(text: str, *, decimals: int | None, symbol: str | None, what: st
     value = int(scaled)
     if value <= 0:
         raise UsageError(f"{what} must be positive, got {raw!r}")
+    if value > MAX_ATOMIC:
+        raise UsageError(f"{what} {shown(raw, 40)} is larger than any token amount (2^256 - 1)")
     return value
 
 
@@ -107,11 +146,9 @@ def auth_expiry(ttl_text: str | None, now: int) -> int:
     text = str(ttl_text).strip().lower()
     if text in NEVER_WORDS:
         return MAX_SAFE_DEADLINE
-    if not text.isdigit():
-        raise UsageError(f"auth TTL {ttl_text!r} is not a number of seconds or 'never'",
-                         hint="use e.g. --auth-ttl 86400, or --auth-ttl never")
+    check_auth_ttl(text)
     return min(now + max(int(text), MIN_AUTH_TTL_SECONDS), MAX_SAFE_DEADLINE)
 
 
-__all__ = ["parse_money", "format_amount", "auth_count", "auth_expiry",
+__all__ = ["parse_money", "check_money_syntax", "check_auth_ttl", "MAX_ATOMIC", "format_amount", "auth_count", "auth_expiry",
            "DEFAULT_BUDGET_ATOMIC", "MAX_AUTH_COUNT", "MAX_SAFE_DEADLINE"]

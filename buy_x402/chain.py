@@ -1,9 +1,10 @@
 """A minimal JSON-RPC client for the pod's eRPC gateway (`POST <ERPC_URL>/<chain>`).
 
-Reads (code, ERC-20 balance/allowance, EIP-2612 nonces, many `eth_call`s as bounded JSON-RPC batches,
-logs, blocks) and the few writes the skill makes itself: raw transactions the remote signer signed
-(voucher cancellation). Errors name the chain and the method so an operator can tell a missing RPC
-route from a token that does not exist.
+Reads (code, ERC-20 balance/allowance, EIP-2612 nonces, what settles a payment: receipts, the token's
+Transfer events, EIP-3009 authorizationState, Permit2's nonce bitmap; many `eth_call`s as bounded
+JSON-RPC batches, logs, blocks) and the few writes the skill makes itself: raw transactions the
+remote signer signed (voucher cancellation). Errors name the chain and the method so an operator
+can tell a missing RPC route from a token that does not exist.
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ FALLBACK_TIP_WEI = 1_000_000_000
 SELECTOR_BALANCE_OF = "70a08231"
 SELECTOR_ALLOWANCE = "dd62ed3e"
 SELECTOR_NONCES = "7ecebe00"
+SELECTOR_AUTHORIZATION_STATE = "e94a0102"   # EIP-3009 authorizationState(address,bytes32)
+SELECTOR_NONCE_BITMAP = "4fe02b44"          # Permit2 nonceBitmap(address,uint256)
+TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"  # Transfer(address,address,uint256)
 
 
 def _name(chain: Chain | str) -> str:
@@ -113,6 +117,31 @@ class ChainClient:
             return None
         return int(result, 16)
 
+    # -- settlement reads: what the chain says about a payment, whatever the seller says --------------
+
+    def receipt(self, chain: Chain | str, tx_hash: str) -> dict | None:
+        """The transaction's receipt, or None while the chain does not know it (pending or never sent)."""
+        if not _is_hash(tx_hash):
+            raise ChainError(f"{tx_hash!r} is not a 32-byte transaction hash")
+        result = self.rpc(chain, "eth_getTransactionReceipt", [tx_hash])
+        if result is not None and not isinstance(result, dict):
+            raise ChainError(f"eth_getTransactionReceipt({tx_hash}) on {_name(chain)} returned {result!r}")
+        return result
+
+    def authorization_state(self, chain: Chain | str, token: str, authorizer: str, nonce: str) -> bool:
+        """EIP-3009: whether `authorizer`'s `nonce` is used (or cancelled) on `token`."""
+        if not _is_hash(nonce):
+            raise ChainError(f"{nonce!r} is not a 32-byte EIP-3009 nonce")
+        data = "0x" + SELECTOR_AUTHORIZATION_STATE + _address_word(authorizer) + nonce[2:].lower()
+        return _uint(self.call(chain, token, data), f"authorizationState({authorizer}, {nonce}) on {token} "
+                                                    f"({_name(chain)})") != 0
+
+    def permit2_nonce_used(self, chain: Chain | str, permit2: str, owner: str, nonce: int) -> bool:
+        """Permit2's unordered nonces: bit (nonce & 255) of nonceBitmap(owner, nonce >> 8)."""
+        word = format(int(nonce) >> 8, "064x")
+        bitmap = _uint(self.call(chain, permit2, "0x" + SELECTOR_NONCE_BITMAP + _address_word(owner) + word),
+                       f"nonceBitmap({owner}) on Permit2 ({_name(chain)})")
+        return bool((bitmap >> (int(nonce) & 0xFF)) & 1)
 
     # -- many reads at once ------------------------------------------------------------------------
     def batch(self, chain: Chain | str, calls: Sequence[tuple[str, list]]) -> list[Any]:
@@ -242,7 +271,7 @@ class ChainClient:
         """The mined receipt of `tx_hash`; ChainError when none arrives in time."""
         deadline = time.monotonic() + timeout_s
         while True:
-            receipt = self.rpc(chain, "eth_getTransactionReceipt", [tx_hash])
+            receipt = self.receipt(chain, tx_hash)
             if isinstance(receipt, dict) and receipt.get("blockNumber"):
                 return receipt
             if time.monotonic() >= deadline:
@@ -252,5 +281,27 @@ class ChainClient:
             time.sleep(RECEIPT_POLL_S)
 
 
-__all__ = ["ChainClient", "SELECTOR_BALANCE_OF", "SELECTOR_ALLOWANCE", "SELECTOR_NONCES", "BATCH_SIZE",
-           "BATCH_WORKERS", "LOG_RANGE_BLOCKS"]
+def _is_hash(value: Any) -> bool:
+    text = str(value or "")
+    return len(text) == 66 and text[:2] == "0x" and all(c in "0123456789abcdefABCDEF" for c in text[2:])
+
+
+def transfers(receipt: dict, token: str) -> list[dict]:
+    """The token's Transfer(from, to, value) events in a receipt, decoded ({from, to, value})."""
+    out = []
+    for log in receipt.get("logs") or []:
+        topics = log.get("topics") or []
+        if (str(log.get("address") or "").lower() != token.lower() or len(topics) != 3
+                or str(topics[0]).lower() != TRANSFER_TOPIC):
+            continue
+        try:
+            value = int(log.get("data") or "0x0", 16)
+        except ValueError:
+            continue
+        out.append({"from": "0x" + str(topics[1])[-40:].lower(), "to": "0x" + str(topics[2])[-40:].lower(),
+                    "value": value})
+    return out
+
+
+__all__ = ["ChainClient", "SELECTOR_BALANCE_OF", "SELECTOR_ALLOWANCE", "SELECTOR_NONCES", "TRANSFER_TOPIC",
+           "transfers", "BATCH_SIZE", "BATCH_WORKERS", "LOG_RANGE_BLOCKS"]

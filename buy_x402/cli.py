@@ -9,17 +9,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import traceback
 from typing import IO, Any, Sequence
 
-from . import __version__
-from .errors import BuyError, ExitCode, UsageError
+from . import __version__, shutdown
+from .amounts import check_auth_ttl, check_money_syntax
+from .errors import BuyError, ExitCode, Interrupted, UsageError
+from .inputs import MAX_DIGITS, finite_number
 from .result import Context, Result
+from .urls import redact, shown
 
 # Commands whose --json output is not the envelope: the host's `obol model status` decodes
 # `list --json` as the bare array of rows. On failure their stdout stays empty (the error goes to stderr).
 BARE_JSON = {"list": "purchases"}
+# The skill's only third-party packages (import name → distribution name), for a plain `python3`.
+RUNTIME_PACKAGES = {"requests": "requests", "yaml": "PyYAML", "urllib3": "requests"}
 BOOL_TRUE = {"1", "true", "yes", "on"}
 BOOL_FALSE = {"0", "false", "no", "off"}
 
@@ -29,14 +35,18 @@ EPILOG = """exit codes:
   2    usage error
   3    purchase written but not Ready within --timeout; the agent default was not touched
   4    purchase Ready (or default set/restore asked) but the default was NOT changed
-  130  interrupted"""
+  129  stopped by SIGHUP, cleanly
+  130  interrupted (Ctrl-C), cleanly: the agent's config as before
+  143  stopped by SIGTERM, cleanly: the agent's config as before"""
 REMOVE_EPILOG = """exit codes:
   0    removed: the PurchaseRequest is gone (with --revoke: every unspent voucher cancelled, checked on chain)
   1    failed: the message says what, if anything, changed (nothing before the default or the chain was touched)
   2    usage error
   3    deleted but still there after --timeout (the controller is still draining it): re-run to keep waiting
   4    the agent's default is this purchase's model and the previous one could not be put back: nothing removed
-  130  interrupted"""
+  129  stopped by SIGHUP, cleanly
+  130  interrupted (Ctrl-C), cleanly: the agent's config as before
+  143  stopped by SIGTERM, cleanly: the agent's config as before"""
 
 
 def boolish(text: str) -> bool:
@@ -48,31 +58,52 @@ def boolish(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def int_at_least(minimum: int):
-    """An argparse type for whole numbers >= `minimum`."""
+def whole(minimum: int, maximum: int):
+    """An argparse type for whole numbers in [minimum, maximum], in ASCII digits."""
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raw = text.strip()
+        if len(raw) > MAX_DIGITS or not raw.isascii() or not raw.isdigit():
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {shown(text, 40)}")
+        value = int(raw)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"expected a number <= {maximum}, got {shown(raw, 40)}")
         return value
     return parse
 
 
-positive_int = int_at_least(1)
-non_negative_int = int_at_least(0)
+MAX_FLAG_COUNT = 2500            # the PurchaseRequest's largest pool (CRD spec.count maximum)
+MAX_SECONDS = 86400.0            # a day: longer waits are a mistake, and 1e308 breaks socket timeouts
+positive_int = whole(1, MAX_FLAG_COUNT)
+non_negative_int = whole(0, MAX_FLAG_COUNT)
 
 
 def seconds(text: str) -> float:
+    """Seconds: a plain finite number above 0 and at most a day (no nan, inf, exponent or sign)."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
-    return value
+        return finite_number(text, minimum=0.0, maximum=MAX_SECONDS, what="seconds")
+    except UsageError:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0 and at most {MAX_SECONDS:g}, as a plain "
+                                         f"number (e.g. 30), got {shown(text, 40)}") from None
+
+
+def auth_ttl(text: str) -> str:
+    """A voucher lifetime: seconds (ASCII digits) or 'never'; the value is applied by `amounts`."""
+    try:
+        check_auth_ttl(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(f"{err.message}; {err.hint}") from None
+    return text
+
+
+def money(text: str) -> str:
+    """An amount's syntax (its scale needs the offer, so it is applied after the probe)."""
+    try:
+        check_money_syntax(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(f"{err.message}; {err.hint}") from None
+    return text
 
 
 class Parser(argparse.ArgumentParser):
@@ -103,17 +134,21 @@ def build_parser() -> Parser:
     p.add_argument("name", help="purchase name (the PurchaseRequest; re-using it tops the pool up)")
     p.add_argument("--endpoint", required=True, help="seller offer URL, e.g. https://seller/services/qwen")
     p.add_argument("--model", required=True, help="the seller's model id; published as paid/<id>")
-    p.add_argument("--budget", help="most to spend: atomic units (1500000), token units (1.5), '1.5 USDC' or '$1.50'")
+    p.add_argument("--budget", type=money, help="most to spend: atomic units (1500000), token units (1.5), '1.5 USDC' or '$1.50'")
     p.add_argument("--count", type=positive_int, help="number of vouchers (requests) to pre-sign")
     p.add_argument("--token", help="pay with this token symbol (filters the seller's options)")
     p.add_argument("--network", help="pay on this chain (name, alias or eip155:<id>)")
-    p.add_argument("--payment-option", type=positive_int, metavar="N", help="pick the seller's Nth payment option")
+    p.add_argument("--payment-option", type=whole(1, 1000), metavar="N", help="pick the seller's Nth payment option")
     p.add_argument("--auto-refill", nargs="?", const=True, type=boolish, metavar="BOOL",
                    help="let `process` top the pool up when it runs low")
     p.add_argument("--refill-threshold", type=non_negative_int, metavar="N")
     p.add_argument("--refill-count", type=positive_int, metavar="N")
-    p.add_argument("--cost-cap", metavar="AMOUNT", help="highest price per request auto-refill may pay")
-    p.add_argument("--auth-ttl", metavar="SECONDS|never", help="voucher lifetime (default 30 days, at least 600 s)")
+    p.add_argument("--cost-cap", type=money, metavar="AMOUNT", help="highest price per request auto-refill may pay")
+    p.add_argument("--max-total", type=money, metavar="AMOUNT",
+                   help="spend cap: the most this purchase may ever sign, first batch included (needs --auto-refill)")
+    p.add_argument("--max-spend-per-day", type=money, metavar="AMOUNT",
+                   help="spend cap: the most this purchase may sign in any 24 h (needs --auto-refill)")
+    p.add_argument("--auth-ttl", type=auth_ttl, metavar="SECONDS|never", help="voucher lifetime (default 30 days, at least 600 s)")
     p.add_argument("--timeout", type=seconds, default=180.0, help="seconds to wait for Ready (default 180)")
     p.add_argument("--force", action="store_true", help="sign even if the balance does not cover the vouchers")
     p.add_argument("--set-default", nargs="?", const=True, default=False, type=boolish, metavar="BOOL",
@@ -152,6 +187,11 @@ def build_parser() -> Parser:
     _json_flag(p)
     p = add("maintain", "process:run_maintain", "alias of `process --all`")
     _json_flag(p)
+    p = add("refill", "refill:run", "top a purchase's pool up now (the refill `process` makes at the threshold), "
+            "within its spend caps")
+    p.add_argument("name")
+    p.add_argument("--count", type=positive_int, metavar="N", help="vouchers to sign (default: its auto-refill count)")
+    _json_flag(p)
 
     p = add("schedule", "schedule:run", "ensure (or --remove) the Hermes cron job that runs `process --all`")
     p.add_argument("--remove", action="store_true")
@@ -172,10 +212,28 @@ def build_parser() -> Parser:
         p.add_argument("--model", help="model id (inference)")
         p.add_argument("--token")
         p.add_argument("--network")
-        p.add_argument("--payment-option", type=positive_int, metavar="N")
-        p.add_argument("--auth-ttl", metavar="SECONDS|never")
+        p.add_argument("--payment-option", type=whole(1, 1000), metavar="N")
+        p.add_argument("--auth-ttl", type=auth_ttl, metavar="SECONDS|never")
         p.add_argument("--timeout", type=seconds)
         _json_flag(p)
+
+    # --- go and siwx (issue 11: paying directly) ---------------------------------------------------
+    p = add("go", "go:run", "find an x402 offer's kind (agent, chat, http) and pay it the right way")
+    p.add_argument("url")
+    p.add_argument("--message", help="chat message (chat/agent offers); without it nothing is paid")
+    p.add_argument("--data", help="request body (JSON chat request, or the HTTP offer's body)")
+    p.add_argument("--method", help="HTTP method for an HTTP offer (default POST with --data, else GET)")
+    p.add_argument("--model", help="model id (default: the one the offer advertises, else auto)")
+    p.add_argument("--token")
+    p.add_argument("--network")
+    p.add_argument("--payment-option", type=positive_int, metavar="N")
+    p.add_argument("--timeout", type=seconds)
+    _json_flag(p)
+    p = add("siwx", "siwx:run", "sign in with the wallet (EIP-4361) to a wallet-gated resource")
+    p.add_argument("url")
+    p.add_argument("--fetch", action="store_true", help="send the signed request and print the answer")
+    p.add_argument("--method", help="HTTP method (default GET)")
+    _json_flag(p)
 
     # -- purchase lifecycle and money truth (remove, audit) --
     p = add("remove", "remove:run", "stop a purchase: restore the agent's previous model if it uses this one, "
@@ -214,7 +272,11 @@ class Output:
         self.err(f"warning: {text}")
 
     def err(self, text: str) -> None:
-        print(text, file=self.stderr, flush=True)
+        print(redact(text), file=self.stderr, flush=True)
+
+    def line(self, text: str) -> None:
+        """One line on stdout at once (streamed output)."""
+        print(redact(text), file=self.stdout, flush=True)
 
     def progress(self, label: str, done: int, total: int) -> None:
         if self.tty:
@@ -259,55 +321,102 @@ def main(argv: Sequence[str] | None = None, *, stdout: IO[str] | None = None,
     out = Output(stdout or sys.stdout, stderr or sys.stderr)
     args_list = list(sys.argv[1:] if argv is None else argv)
     json_mode = "--json" in args_list
+    with shutdown.install(restore=argv is not None):  # argv None: this is buy.py's own process
+        result = _run(args_list, out, environ)
+        shutdown.finishing()
+        if result is None:
+            return ExitCode.OK
+        signum = shutdown.received()
+        if signum is not None and (result.error is None or result.error.code != "interrupted"):
+            # a signal held until a critical step ended, or that came while the cleanup was running
+            result = _interrupted(result.command, Interrupted(signum, result.data), out)
+        try:
+            return render(result, out, json_mode)
+        except BrokenPipeError:  # stdout's reader went away (`| head`): nothing more can be said there
+            _silence(out.stdout)
+            return int(result.exit_code)
+
+
+def _run(args_list: list[str], out: Output, environ: dict[str, str] | None) -> Result | None:
+    """Parse, dispatch, and turn whatever the command raised into a Result; None after --help."""
     command = next((a for a in args_list if not a.startswith("-")), "")
     show_traceback = "--traceback" in args_list
     try:
         parser = build_parser()
         if not args_list or args_list in (["-h"], ["--help"]):
             parser.print_help(out.stdout)
-            return ExitCode.OK
+            return None
         try:
             args = parser.parse_args(args_list)
         except SystemExit as exc:  # --help / --version inside a subcommand print and exit 0
-            return int(exc.code or 0)
+            if exc.code:
+                raise UsageError(f"buy.py: exited {exc.code}") from None
+            return None
         if not getattr(args, "handler", None):
             raise UsageError("no command given", hint="see `buy.py --help`")
         from . import settings as settings_mod
         ctx = Context(settings=settings_mod.load(environ),
                       notify=out.err, warn=out.warn, progress=out.progress,
-                      stream=lambda line: print(line, file=out.stdout, flush=True))
+                      stream=out.line)
         module_name, func_name = args.handler.split(":")
         handler = getattr(importlib.import_module(f"buy_x402.commands.{module_name}"), func_name)
-        result: Result = handler(ctx, args)
-    except KeyboardInterrupt:
-        out.err("interrupted")
-        result = Result(command=command, exit_code=ExitCode.INTERRUPTED,
-                        error=BuyError("interrupted", code="interrupted"))
-        if json_mode and command not in BARE_JSON:
-            print(json.dumps(_envelope(result, out.warnings)), file=out.stdout)
-        return ExitCode.INTERRUPTED
+        return handler(ctx, args)
+    except Interrupted as exc:
+        return _interrupted(command, exc, out)
+    except KeyboardInterrupt:  # signals not routed through `shutdown` (not the main thread)
+        return _interrupted(command, Interrupted(2), out)
     except BuyError as err:
         if show_traceback:
             traceback.print_exc(file=out.stderr)
-        result = Result(command=command, exit_code=err.exit_code, error=err)
-    except Exception as exc:  # a bug: report it loudly and fail; never turn it into success
-        out.err(f"internal error: {exc.__class__.__name__}: {exc}")
-        traceback.print_exc(file=out.stderr)
-        result = Result(command=command, exit_code=ExitCode.FAILED,
-                        error=BuyError(f"internal error: {exc.__class__.__name__}", code="internal"))
-    return render(result, out, json_mode)
+        return Result(command=command, exit_code=err.exit_code, error=err)
+    except RecursionError as exc:  # input nested too deeply for a parser: a refusal, not a crash
+        return Result(command=command, exit_code=ExitCode.FAILED,
+                      error=BuyError(f"an input is nested too deeply to be read ({exc.__class__.__name__})",
+                                     code="too_deep", hint="check the file or the answer named above"))
+    except Exception as exc:  # a bug: fail loudly, in one line; never turn it into success
+        if isinstance(exc, ModuleNotFoundError) and exc.name in RUNTIME_PACKAGES:  # not a bug: a bare python3
+            return Result(command=command, exit_code=ExitCode.FAILED, error=BuyError(
+                f"buy.py needs the Python package {RUNTIME_PACKAGES[exc.name]}, which {sys.executable} does not "
+                "have: pip install requests PyYAML", code="missing_dependency"))
+        if show_traceback:
+            traceback.print_exc(file=out.stderr)
+        return Result(command=command, exit_code=ExitCode.FAILED,
+                      error=BuyError(f"internal error: {exc.__class__.__name__}: {str(exc)[:300]}", code="internal",
+                                     hint="this is a bug in buy-x402: re-run with --traceback and report the output"))
+
+
+def _interrupted(command: str, exc: Interrupted, out: Output) -> Result:
+    """The run stopped on a signal; `exc.data` keeps what was already done (e.g. a written purchase)."""
+    out.err(f"interrupted ({exc.name})")
+    message = f"interrupted by {exc.name}; every change in progress was undone"
+    if exc.note:
+        message = f"interrupted by {exc.name}; {exc.note}"
+    elif exc.data:
+        message = f"interrupted by {exc.name}; what was already done is reported above"
+    return Result(command=command, data=exc.data, exit_code=exc.exit_code,
+                  error=BuyError(message, code="interrupted", data={"signal": exc.name}))
+
+
+def _silence(stream: IO[str]) -> None:
+    """Point a closed stdout at /dev/null so the interpreter's final flush does not fail loudly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def render(result: Result, out: Output, json_mode: bool) -> int:
     from .render import render_text
     if json_mode and result.command in BARE_JSON:
         if result.error is None:
-            print(json.dumps(result.data[BARE_JSON[result.command]], default=str), file=out.stdout)
+            print(redact(json.dumps(result.data[BARE_JSON[result.command]], default=str)), file=out.stdout)
         else:
             out.err(_error_text(result.error))
         return int(result.exit_code)
     if json_mode:
-        print(json.dumps(_envelope(result, out.warnings), default=str), file=out.stdout)
+        print(redact(json.dumps(_envelope(result, out.warnings), default=str)), file=out.stdout)
         if result.error is not None:
             out.err(_error_text(result.error))
         return int(result.exit_code)
@@ -316,7 +425,7 @@ def render(result: Result, out: Output, json_mode: bool) -> int:
             out.err(f"warning: {warning}")
     text = render_text(result) if result.data else ""
     if text:
-        print(text, file=out.stdout)
+        print(redact(text), file=out.stdout)
     if result.error is not None:
         out.err(_error_text(result.error))
     return int(result.exit_code)

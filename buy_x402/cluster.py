@@ -125,11 +125,23 @@ def check_spendable(offer: PaymentRequired, option: PaymentOption, *, network: s
         raise err
 
 
+def can_spend(offer: PaymentRequired, option: PaymentOption) -> bool:
+    """Whether `check_spendable` would pass for `option` (the filter `buy` chooses the cheapest option with)."""
+    if option.chain is None:
+        return False
+    try:
+        check_spendable(offer, option, network=option.chain.name, url="")
+    except SellerError:
+        return False
+    return True
+
+
 # The flag of `buy` that puts each spec field there, so a refusal names what to drop or change.
 FLAG_OF_FIELD = {
     "spec.autoRefill.maxUnitPrice": "--cost-cap", "spec.autoRefill.threshold": "--refill-threshold",
     "spec.autoRefill.count": "--refill-count", "spec.autoRefill.enabled": "--auto-refill",
-    "spec.autoRefill": "--auto-refill and its --refill-*/--cost-cap flags", "spec.count": "--count/--budget",
+    "spec.autoRefill.maxTotal": "--max-total", "spec.autoRefill.maxSpendPerDay": "--max-spend-per-day",
+    "spec.autoRefill": "--auto-refill and its --refill-*/--cost-cap/--max-* flags", "spec.count": "--count/--budget",
     "spec.endpoint": "--endpoint", "spec.model": "--model", "spec.preSignedAuths": "--count/--budget",
 }
 _UNKNOWN_FIELD = re.compile(r'unknown field "([^"]+)"')
@@ -202,4 +214,4 @@ def check_schema(kube: Any, obj: dict, *, replace: bool) -> None:
                             code="schema", data={"fields": pruned, "name": name})
 
 
-__all__ = ["BUYER", "BuyerWire", "buyer_network", "check_spendable", "check_schema", "PAY_PER_REQUEST"]
+__all__ = ["BUYER", "BuyerWire", "buyer_network", "check_spendable", "can_spend", "check_schema", "PAY_PER_REQUEST"]

@@ -16,7 +16,9 @@ class ExitCode(IntEnum):
     USAGE = 2                # bad command line
     NOT_READY = 3            # purchase written but not Ready in time; the default was not touched
     DEFAULT_NOT_CHANGED = 4  # purchase Ready (or default set/restore asked) but the default is unchanged
-    INTERRUPTED = 130
+    HANGUP = 129             # SIGHUP: stopped cleanly, as for Ctrl-C
+    INTERRUPTED = 130        # Ctrl-C (SIGINT)
+    TERMINATED = 143         # SIGTERM (e.g. `timeout`, a pod being stopped): stopped cleanly, as for Ctrl-C
 
 
 class BuyError(Exception):
@@ -36,6 +38,26 @@ class BuyError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class Interrupted(BaseException):
+    """A signal stopped the run (`shutdown` raises it in the main thread). A BaseException, like
+    KeyboardInterrupt, so only cleanup code sees it on the way out. `data` carries facts a command
+    wants reported anyway (e.g. a purchase that was already written)."""
+
+    def __init__(self, signum: int, data: dict[str, Any] | None = None, note: str | None = None) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.data = dict(data or {})
+        self.note = note  # what was already done that the stop could not undo
+
+    @property
+    def exit_code(self) -> "ExitCode":
+        return {1: ExitCode.HANGUP, 15: ExitCode.TERMINATED}.get(self.signum, ExitCode.INTERRUPTED)
+
+    @property
+    def name(self) -> str:
+        return {1: "SIGHUP", 2: "SIGINT", 15: "SIGTERM"}.get(self.signum, f"signal {self.signum}")
 
 
 class UsageError(BuyError):

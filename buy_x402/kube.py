@@ -25,7 +25,7 @@ import requests
 import yaml
 
 from .errors import ConfigError, KubeApiError, NotReadyError, TransportError
-from .http import make_session, send
+from .http import deadline, make_session, send
 from .settings import DEFAULT_NAMESPACE, Settings
 
 PEER = "Kubernetes API"
@@ -272,20 +272,22 @@ class KubeClient:
             params["fieldSelector"] = f"metadata.name={name}"
         if resource_version:
             params["resourceVersion"] = resource_version
-        resp = self._call("GET", params=params, stream=True, timeout=(self.timeout_s, timeout_s + 10))
-        with resp:
-            try:
-                for line in resp.iter_lines(chunk_size=None):
-                    if not line:
-                        continue
-                    event = json.loads(line)
-                    kind, obj = event.get("type", ""), event.get("object") or {}
-                    if kind == "ERROR":
-                        raise _status_error(obj, 500, f"watch {self._label}")
-                    yield kind, obj
-            except requests.RequestException as exc:
-                raise TransportError(f"the {PEER} watch stream broke: {exc.__class__.__name__}",
-                                     code="timeout" if isinstance(exc, requests.Timeout) else None) from exc
+        with deadline(timeout_s + 10) as exchange:  # the whole stream, not each read: a drip cannot hold it
+            resp = self._call("GET", params=params, stream=True, timeout=(self.timeout_s, timeout_s + 10))
+            with resp:
+                try:
+                    for line in resp.iter_lines(chunk_size=None):
+                        if not line:
+                            continue
+                        event = json.loads(line)
+                        kind, obj = event.get("type", ""), event.get("object") or {}
+                        if kind == "ERROR":
+                            raise _status_error(obj, 500, f"watch {self._label}")
+                        yield kind, obj
+                except requests.RequestException as exc:
+                    raise TransportError(f"the {PEER} watch stream broke: {exc.__class__.__name__}",
+                                         code="timeout" if isinstance(exc, requests.Timeout) or exchange.expired
+                                         else None) from exc
 
     def wait_for(self, name: str, predicate: Callable[[dict], bool], timeout_s: float,
                  on_change: Callable[[dict], None] | None = None) -> dict:

@@ -112,11 +112,12 @@ class PaymentOption:
     symbol: str | None = None
     decimals: int | None = None
     raw: dict = field(default_factory=dict)
+    defect: str | None = None   # why the seller's option cannot be signed for as written (e.g. a bad payTo)
     also_as: list[str] = field(default_factory=list)   # the same option advertised under other network spellings
 
     @property
     def payable(self) -> bool:
-        return self.chain is not None and self.scheme == "exact"
+        return self.chain is not None and self.scheme == "exact" and self.defect is None
 
     def price_text(self) -> str:
         return format_amount(self.amount, self.decimals, self.symbol)
@@ -125,7 +126,9 @@ class PaymentOption:
         where = self.chain.name if self.chain else f"{self.network} (unsupported network)"
         scheme = "" if self.scheme == "exact" else f", scheme {self.scheme} (unsupported)"
         token = self.symbol or f"token {self.asset}"
-        return f"[{self.index}] {self.price_text()} per request in {token} on {where} via {self.transfer_method}{scheme}"
+        defect = f" (refused: {self.defect})" if self.defect else ""
+        return (f"[{self.index}] {self.price_text()} per request in {token} on {where} via "
+                f"{self.transfer_method}{scheme}{defect}")
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 import requests
 import urllib3
 
+from . import http
 from .errors import PaymentFailed, TransportError
 from .offer import PaymentOption, PaymentRequired
 from .schemes import SigningPlan
@@ -172,26 +173,29 @@ def send_paid(session: requests.Session, request: PaidRequest, header_name: str,
     if request.stream:
         headers["Accept"] = "text/event-stream"
     started = time.monotonic()
-    deadline = started + timeout
-    try:
-        response = session.request(request.method, request.url, data=request.body, headers=headers,
-                                   timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout), allow_redirects=False,
-                                   stream=request.stream)
-    except requests.RequestException as exc:
-        raise _after_send_transport(request.url, exc, timeout) from exc
-    with response:
-        settlement = decode_settlement(response.headers)
-        lines: list[str] = []
+    with http.deadline(timeout) as exchange:  # one deadline for the whole exchange, body included
         try:
-            if request.stream and 200 <= response.status_code < 300:
-                body = _read_lines(response, lines, on_line, deadline, timeout)
-            else:
-                body = response.content
+            response = session.request(request.method, request.url, data=request.body, headers=headers,
+                                       timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout), allow_redirects=False,
+                                       stream=request.stream)
         except requests.RequestException as exc:
-            raise _after_send_transport(request.url, exc, timeout, settlement=settlement) from exc
-        return PaidResponse(status=response.status_code, headers=dict(response.headers), body=body,
-                            settlement=settlement, payment_header=header_name,
-                            elapsed_s=round(time.monotonic() - started, 3), lines=lines)
+            raise _after_send_transport(request.url, exc, timeout, expired=exchange.expired) from exc
+        with response:
+            settlement = decode_settlement(response.headers)
+            lines: list[str] = []
+            try:
+                if request.stream and 200 <= response.status_code < 300:
+                    body = _read_lines(response, lines, on_line, exchange.due, timeout)
+                else:
+                    body = response.content
+            except requests.RequestException as exc:
+                raise _after_send_transport(request.url, exc, timeout, settlement=settlement,
+                                            expired=exchange.expired) from exc
+            if exchange.expired:  # the answer was cut short at the deadline
+                raise _after_send_transport(request.url, requests.Timeout(), timeout, settlement=settlement)
+            return PaidResponse(status=response.status_code, headers=dict(response.headers), body=body,
+                                settlement=settlement, payment_header=header_name,
+                                elapsed_s=round(time.monotonic() - started, 3), lines=lines)
 
 
 def _read_lines(response: requests.Response, lines: list[str], on_line: LineSink | None,
@@ -242,15 +246,17 @@ def _deliver(line: bytes, lines: list[str], on_line: LineSink | None) -> None:
         on_line(text)
 
 
-def _after_send_transport(url: str, exc: Exception, timeout: float, settlement: Settlement | None = None) -> TransportError:
-    what = f"did not answer within {timeout:g} s" if isinstance(exc, requests.Timeout) else \
+def _after_send_transport(url: str, exc: Exception, timeout: float, settlement: Settlement | None = None,
+                          expired: bool = False) -> TransportError:
+    timed_out = expired or isinstance(exc, requests.Timeout)
+    what = f"did not answer within {timeout:g} s" if timed_out else \
         f"failed after the payment was sent ({exc.__class__.__name__})"
     data: dict[str, Any] = {"url": url, "voucher_sent": True}
     if settlement is not None:
         data["settlement"] = settlement.as_dict()
     return TransportError(f"the seller at {url} {what}; the signed voucher was sent and may have been spent",
                           hint="check the wallet balance (buy.py balance) before retrying",
-                          code="timeout" if isinstance(exc, requests.Timeout) else "unreachable", data=data)
+                          code="timeout" if timed_out else "unreachable", data=data)
 
 
 def check_outcome(response: PaidResponse, url: str) -> None:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from . import schemes
+from . import caps, schemes
 from .errors import PurchaseError, SellerError
 from .offer import chain_or_none, token_meta
 from .x402 import chat_url
@@ -97,8 +97,10 @@ def build_payment_spec(option: Any, *, chain_name: str, symbol: str | None,
 
 
 def build_purchase(name: str, namespace: str, *, endpoint: str, model: str, payment: dict[str, Any],
-                   auths: list[dict[str, Any]], auto_refill: dict[str, Any] | None) -> dict[str, Any]:
-    """The PurchaseRequest to create; `count` always equals the pool size the controller loads."""
+                   auths: list[dict[str, Any]], auto_refill: dict[str, Any] | None,
+                   signing: caps.Signing | None = None) -> dict[str, Any]:
+    """The PurchaseRequest to create; `count` always equals the pool size the controller loads.
+    `signing` (the batch in `auths`) starts the signing history the object carries (caps.ANNOTATION)."""
     if not auths:
         raise PurchaseError(f"no payment authorizations to put in PurchaseRequest {name}",
                             hint="sign at least one authorization (--count 1 or a larger --budget)")
@@ -114,8 +116,10 @@ def build_purchase(name: str, namespace: str, *, endpoint: str, model: str, paym
     }
     if auto_refill is not None:
         spec["autoRefill"] = dict(auto_refill)
-    return {"apiVersion": API_VERSION, "kind": KIND,
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    obj = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    if signing is not None:
+        caps.annotate(obj, signing)
+    return obj
 
 
 def active_tail(pool: list[dict[str, Any]], remaining: int | None, *, clamp: bool = False) -> list[dict[str, Any]]:
@@ -188,12 +192,13 @@ def stale_vouchers(tail: list[dict[str, Any]], payment: dict[str, Any]) -> list[
 
 def topup_object(existing: dict[str, Any], *, new_auths: list[dict[str, Any]], live_remaining: int,
                  payment: dict[str, Any], auto_refill: dict[str, Any] | None,
-                 endpoint: str | None = None) -> dict[str, Any]:
+                 endpoint: str | None = None, signing: caps.Signing | None = None) -> dict[str, Any]:
     """The object to PUT for a top-up: unspent tail + new auths; metadata (resourceVersion) kept.
 
     `endpoint`, when given, replaces `spec.endpoint` (a seller that moved its offer URL), as the
     upstream top-up does; the payment guard keeps the unspent vouchers valid for it. Unspent vouchers
-    signed at a price the seller no longer asks are dropped (`stale_vouchers`).
+    signed at a price the seller no longer asks are dropped (`stale_vouchers`). `signing` (the batch in
+    `new_auths`) is added to the signing history `existing` carries, in this same write.
     """
     obj = copy.deepcopy(existing)
     obj.pop("status", None)
@@ -221,7 +226,31 @@ def topup_object(existing: dict[str, Any], *, new_auths: list[dict[str, Any]], l
     spec["payment"] = merge_payment(spec.get("payment"), payment)
     if auto_refill is not None:
         spec["autoRefill"] = dict(auto_refill)
+    if signing is not None:
+        caps.annotate(obj, signing)
     return obj
+
+
+def voucher_facts(pool: Iterable[dict[str, Any]]) -> list[tuple[int, int | None]]:
+    """(amount, signing time or None) of each voucher, for the spend caps' fallback (caps.usage)."""
+    facts = []
+    for auth in pool:
+        try:
+            amount = int(voucher_price(auth) or 0)
+        except ValueError:
+            amount = 0
+        facts.append((amount, schemes.signed_at_of(((auth.get("payment") or {}).get("payload")) or {})))
+    return facts
+
+
+def dropped_spent(pool: list[dict[str, Any]], live_entry: dict[str, Any] | None) -> int:
+    """Vouchers the buyer spent that are no longer in the spec (a top-up drops spent ones): its `spent`
+    counts every voucher it ever confirmed for the purchase (obol-wire.md §1d), the spec keeps only the
+    spent ones written before the last top-up."""
+    live = live_entry or {}
+    remaining, spent = int(live.get("remaining") or 0), int(live.get("spent") or 0)
+    still_in_spec = max(0, len(pool) - remaining)
+    return max(0, spent - still_in_spec)
 
 
 def _conditions(obj: dict[str, Any]) -> list[dict[str, Any]]:

@@ -91,16 +91,30 @@ def _balance(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def settlement_text(settled: dict[str, Any], price: str, pay_to: str) -> str:
+    """One line a person reads: was it paid, on whose word, and the transaction."""
+    tx = f" (tx {settled['transaction']})" if settled.get("transaction") else ""
+    if settled.get("verified") is True:
+        how = ("its transaction's receipt" if settled.get("how") == "receipt"
+               else f"the voucher's nonce ({settled.get('how')})")
+        return f"Settlement: verified on chain by {how}: {price} to {pay_to}{tx}"
+    if settled.get("verified") is False:
+        return f"Settlement: NOT verified on chain: {settled.get('detail')}"
+    return f"Settlement: unknown: {settled.get('detail')}"
+
+
+def paid_summary(data: dict[str, Any]) -> str:
+    """What was paid, to whom, over what, and whether the chain agrees."""
+    option = data["option"]
+    return (f"Paid {data['price']['display']} to {option['payTo']} on {option['chain']} "
+            f"(x402 v{data['x402Version']}, {data['paymentHeader']}); HTTP {data['status']}\n"
+            + settlement_text(data.get("settlement") or {}, data["price"]["display"], option["payTo"]))
+
+
 def _paid(data: dict[str, Any]) -> str:
     if data.get("streamed"):
         return ""  # stdout already carried the stream; the summary went to stderr
-    settlement = data.get("settlement") or {}
-    lines = [f"Paid {data['price']['display']} on {data['option']['chain']} "
-             f"(x402 v{data['x402Version']}, {data['paymentHeader']}); HTTP {data['status']}"]
-    if settlement:
-        lines.append(f"Settlement: success={_scalar(settlement.get('success'))} "
-                     f"tx={_scalar(settlement.get('transaction'))} payer={_scalar(settlement.get('payer'))} "
-                     f"network={_scalar(settlement.get('network'))}")
+    lines = [paid_summary(data)]
     answer = data.get("content")
     body = answer if isinstance(answer, str) else data.get("body", "")
     if body:
@@ -110,6 +124,37 @@ def _paid(data: dict[str, Any]) -> str:
 
 renderer("pay")(_paid)
 renderer("pay-agent")(_paid)
+
+
+@renderer("go")
+def _go(data: dict[str, Any]) -> str:
+    if data.get("paid"):
+        if data.get("streamed") and data.get("printed"):
+            return ""  # the answer went to stdout as it arrived; the summary went to stderr
+        return _paid(dict(data, streamed=False))
+    what = {"agent": "an agent", "chat": "a chat model", "http": "an HTTP resource"}[data["kind"]]
+    model = f" ({data['model']})" if data.get("model") else ""
+    count = len(data["options"])
+    lines = [f"{what[0].upper()}{what[1:]} offer{model}, x402 v{data['x402Version']}, "
+             f"{count} payment option{'s' if count != 1 else ''}; nothing was paid."]
+    for option in data["options"]:
+        where = option["chain"] or f"{option['network']} (unsupported network)"
+        lines.append(f"  [{option['index']}] {option['price']['display']} per request on {where} to {option['payTo']}")
+    lines += ["", "Ask it (one paid request):", f"  {data['next']}"]
+    if data.get("buy"):
+        lines += ["Or buy vouchers and use it as paid/<model> through LiteLLM:", f"  {data['buy']}"]
+    return "\n".join(lines)
+
+
+@renderer("siwx")
+def _siwx(data: dict[str, Any]) -> str:
+    if data.get("fetched"):
+        body = data.get("body") or ""
+        return body + ("\n… (truncated; use --json)" if data.get("bodyTruncated") else "")
+    source = "the server's challenge" if data.get("fromChallenge") else "the URL (no challenge)"
+    return "\n".join([f"Wallet: {data['wallet']}", f"Domain: {data['domain']} (message from {source})",
+                      f"Header: {data['header']}", f"Example: {data['curl']}",
+                      "The credential works once (single-use nonce) and for 10 minutes."])
 
 
 # --- list, status, process, schedule -------------------------------------------------------------
@@ -132,7 +177,29 @@ def _list(data: dict[str, Any]) -> str:
                        f"{r['remaining']} ({r['expired']} expired)", str(r["spent"]),
                        "on" if r["autoRefill"] else "off") for r in rows]
     widths = [max(len(str(line[i])) for line in table) for i in range(len(cols))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in table)
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
+    capped = data.get("caps") or {}
+    if capped:
+        lines += ["", "Spend caps:"] + [f"  {name}: {_caps_text(facts)}" for name, facts in capped.items()]
+    return "\n".join(lines)
+
+
+def _caps_text(facts: dict[str, Any]) -> str:
+    """'maxTotal 0.006 of 0.008 USDC …; maxSpendPerDay …' — each cap with how much of it is used."""
+    if facts.get("error"):
+        return f"unknown ({facts['error']})"
+    parts = []
+    total = facts.get("maxTotal")
+    if total:
+        parts.append(f"maxTotal {total['display']}: {total['usedDisplay']} signed, {total['leftDisplay']} left")
+    day = facts.get("maxSpendPerDay")
+    if day:
+        later = f", more from {day['freesAt']}" if day.get("freesAt") else ""
+        parts.append(f"maxSpendPerDay {day['display']}: {day['usedDisplay']} signed in the last 24 h, "
+                     f"{day['leftDisplay']} left{later}")
+    source = (facts.get("signed") or {}).get("source")
+    return "; ".join(parts) + (f" (from the {source})" if source and source not in ("record", "record+annotation")
+                               else "")
 
 
 def _in_days(seconds_left: int) -> str:
@@ -167,6 +234,9 @@ def _status(data: dict[str, Any]) -> str:
         lines.append(f"Auto-refill:     on (threshold {refill.get('threshold')}, count {refill.get('count')}{cap})")
     else:
         lines.append("Auto-refill:     off")
+    facts = data.get("caps") or {}
+    if facts.get("error") or facts.get("maxTotal") or facts.get("maxSpendPerDay"):
+        lines.append(f"Spend caps:      {_caps_text(facts)}")
     buyer = data.get("buyer") or {}
     if not buyer.get("running"):
         lines.append("Buyer: NOT RUNNING (x402-buyer status unavailable)")
@@ -182,16 +252,31 @@ def _status(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _refilled(action: dict[str, Any]) -> str:
+    moved = action.get("price_moved")
+    note = f" (seller price moved {moved['from']} → {moved['to']} atomic)" if moved else ""
+    if action.get("capped"):
+        note += f" (capped: {action['count']} of {action['wanted']}; {action['capped']})"
+    return (f"{action['name']}: refilled {action['count']} vouchers at {action['price']['display']} each; "
+            f"{action['pool']} active{note}")
+
+
+@renderer("refill")
+def _refill(data: dict[str, Any]) -> str:
+    line = _refilled(data)
+    facts = data.get("caps") or {}
+    if facts.get("maxTotal") or facts.get("maxSpendPerDay"):
+        line += f"\nSpend caps: {_caps_text(facts)}"
+    return line
+
+
 @renderer("process")
 def _process(data: dict[str, Any]) -> str:
     """Only what changed: the Hermes cron job delivers stdout, and empty stdout stays silent."""
     lines = []
     for action in data.get("purchases") or []:
         if action["action"] == "refilled":
-            moved = action.get("price_moved")
-            note = f" (seller price moved {moved['from']} → {moved['to']} atomic)" if moved else ""
-            lines.append(f"{action['name']}: refilled {action['count']} vouchers at {action['price']['display']} "
-                         f"each; {action['pool']} active{note}")
+            lines.append(_refilled(action))
     guardian = data.get("guardian") or {}
     if guardian.get("action") == "restored":
         lines.append(f"default: restored {guardian['model']} because {guardian['reason']}; "

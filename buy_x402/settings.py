@@ -62,11 +62,12 @@ class Settings:
     home: str = "/root"
 
     def describe(self) -> list[tuple[str, str, str]]:
-        """(setting, env var, resolved value) rows; nothing here is secret, but be explicit."""
+        """(setting, env var, resolved value) rows; credentials in a peer URL are masked."""
+        from .urls import mask
         rows = []
         for name, env, secret in _ENV_TABLE:
             value = getattr(self, name)
-            shown = "****" if (secret and value) else ("" if value is None else str(value))
+            shown = "****" if (secret and value) else ("" if value is None else mask(str(value)))
             rows.append((name, env, shown))
         return rows
 

@@ -12,6 +12,7 @@ from typing import Callable
 
 import requests
 
+from . import extensions as x402_extensions
 from . import schemes
 from .errors import SignerError
 from .http import send
@@ -81,6 +82,21 @@ class SignerClient:
                               f"{response.text[:200]}")
         return normalize_signature(signature)
 
+    def sign_message(self, address: str, message: str) -> str:
+        """The EIP-191 personal_sign signature (0x-hex, 65 bytes) of the text `message` by `address`."""
+        url = f"{self.base_url}/api/v1/sign/{address}/message"
+        response = send(self.session, "POST", url, peer="remote signer", timeout=SIGN_TIMEOUT_S,
+                        json={"message": message})
+        if response.status_code != 200:
+            raise self._error(response, "sign a message")
+        try:
+            signature = response.json().get("signature")
+        except (ValueError, AttributeError):
+            signature = None
+        if not signature or not isinstance(signature, str) or not _SIGNATURE.match(signature):
+            raise SignerError(f"remote signer returned no usable message signature: {response.text[:200]}")
+        return signature if signature.startswith("0x") else "0x" + signature
+
     def sign_transaction(self, address: str, tx: dict) -> str:
         """The raw signed EIP-1559 transaction (0x-hex) for `tx` in the remote signer's shape:
         {chain_id, to, nonce, gas_limit, max_fee_per_gas, max_priority_fee_per_gas, value, data}."""
@@ -127,16 +143,17 @@ class SignerClient:
 
     def presign(self, option: PaymentOption, *, address: str, count: int, deadline: int,
                 plan: SigningPlan | None = None, extensions: dict | None = None,
-                on_progress: Progress | None = None, workers: int = 8) -> list[dict]:
+                on_progress: Progress | None = None, workers: int = 8, valid_after: int = 0) -> list[dict]:
         """`count` vouchers for `option`, signed by `address` as its payment scheme says, each with a
-        fresh nonce, in `spec.preSignedAuths` form. `plan` is what the scheme's pre-flight returned."""
+        fresh nonce, in `spec.preSignedAuths` form. `plan` is what the scheme's pre-flight returned;
+        `valid_after` is when they become payable (unix seconds; 0: at once, undated). Each voucher echoes
+        the seller's `extensions` with its own payment identifier (buy_x402/extensions.py)."""
         scheme = schemes.of(option)
-        echoed = schemes.echo_extensions(extensions)
         plan = plan or SigningPlan()
 
         def one(index: int) -> dict:
             return scheme.sign(self.sign_typed_data, option, payer=address, deadline=deadline, index=index,
-                               plan=plan, extensions=echoed)
+                               plan=plan, extensions=x402_extensions.for_voucher(extensions), valid_after=valid_after)
         return self._batch(count, one, on_progress, workers)
 
 

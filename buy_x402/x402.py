@@ -13,20 +13,24 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from . import schemes
-from .amounts import format_amount
+from .address import address_problem
+from .amounts import MAX_ATOMIC, format_amount
 from .errors import BuyError, PaymentChoiceError, SellerError
 from .http import send
 from .offer import PaymentOption, PaymentRequired, chain_or_none, resolve_chain, token_meta
+from .urls import mask, shown
 
 BODY_PREVIEW_BYTES = 200
 PROBE_TIMEOUT_S = 15.0
 PAYMENT_REQUIRED_HEADER = "payment-required"
+MAX_OPTION_TIMEOUT_S = 7 * 24 * 3600  # a seller's maxTimeoutSeconds, clamped: it dates one-shot vouchers
 CHAT_PATH = "/v1/chat/completions"   # where an inference offer takes requests, below its base URL
 
 
@@ -61,6 +65,13 @@ def _preview(body: bytes | str | None) -> str:
     return text + ("…" if len(body) > BODY_PREVIEW_BYTES else "")
 
 
+def _doc_preview(doc: Any) -> str:
+    try:
+        return _preview(json.dumps(doc))
+    except (ValueError, TypeError, RecursionError):
+        return f"({type(doc).__name__})"
+
+
 def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
     for key, value in (headers or {}).items():
         if key.lower() == name:
@@ -74,7 +85,15 @@ def decode_b64_json(value: str) -> Any:
     text = value.strip()
     decoded = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text) else None,
                                validate=True)
-    return json.loads(decoded)
+    return load_json(decoded)
+
+
+def load_json(data: bytes | str) -> Any:
+    """json.loads for a peer's document; ValueError (never RecursionError) for anything that is not JSON."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _decode_header(value: str) -> dict:
@@ -86,7 +105,7 @@ def _decode_header(value: str) -> dict:
                           f"{_preview(text)}", hint="the seller's x402 setup is broken; tell its operator") from exc
     if not isinstance(doc, dict):
         raise SellerError(f"the seller's PAYMENT-REQUIRED header decodes to {type(doc).__name__}, not an object: "
-                          f"{_preview(json.dumps(doc))}")
+                          f"{_doc_preview(doc)}")
     return doc
 
 
@@ -102,26 +121,40 @@ def _parse_option(index: int, entry: Any) -> PaymentOption:
     if missing:
         raise SellerError(f"payment option {index} in the 402 is missing {', '.join(missing)}",
                           data={"option": index, "missing": missing})
-    try:
-        amount = int(str(amount_text))
-    except ValueError:
-        amount = -1
-    if amount <= 0:
+    amount_digits = str(amount_text)
+    amount = int(amount_digits) if amount_digits.isascii() and amount_digits.isdigit() and len(amount_digits) <= 78 \
+        else -1
+    if amount <= 0 or amount > MAX_ATOMIC:
         raise SellerError(f"payment option {index} in the 402 has amount {amount_text!r}, not a positive integer "
                           "of atomic units")
     extra = entry.get("extra") if isinstance(entry.get("extra"), dict) else {}
     network = str(entry["network"])
     chain = chain_or_none(network)
     symbol, decimals = token_meta(chain, str(entry["asset"]), extra)
+    defect = _option_defect(entry, chain)
     try:
-        timeout = int(entry.get("maxTimeoutSeconds") or 60)
-    except (TypeError, ValueError):
+        timeout = min(max(int(entry.get("maxTimeoutSeconds") or 60), 1), MAX_OPTION_TIMEOUT_S)
+    except (TypeError, ValueError, OverflowError):
         timeout = 60
     return PaymentOption(
         index=index, scheme=str(entry.get("scheme") or "exact"), network=network, chain=chain,
         amount=amount, asset=str(entry["asset"]), pay_to=str(entry["payTo"]), max_timeout_seconds=timeout,
         extra=dict(extra), transfer_method=schemes.for_extra(extra).name,
-        symbol=symbol, decimals=decimals, raw=dict(entry))
+        symbol=symbol, decimals=decimals, raw=dict(entry), defect=defect)
+
+
+def _option_defect(entry: dict, chain: Any) -> str | None:
+    """Why an option cannot be signed for as the seller wrote it (it is still listed by `probe`).
+    The voucher echoes the option verbatim, so `extra` must be an object; on an EVM chain the payee
+    and the token must be addresses, with a valid EIP-55 checksum when mixed-case."""
+    if entry.get("extra") is not None and not isinstance(entry.get("extra"), dict):
+        return f"its `extra` is a {type(entry['extra']).__name__}, not an object"
+    if chain is not None:
+        for key in ("payTo", "asset"):
+            problem = address_problem(entry[key]) if isinstance(entry[key], str) else "is not a string"
+            if problem:
+                return f"its {key} {shown(str(entry[key]), 50)} {problem}"
+    return None
 
 
 def parse_payment_required(status: int, headers: Mapping[str, str] | None, body_bytes: bytes | str | None) -> PaymentRequired:
@@ -138,7 +171,7 @@ def parse_payment_required(status: int, headers: Mapping[str, str] | None, body_
         doc, source = _decode_header(header), "header"
     else:
         try:
-            doc = json.loads(body_bytes or b"")
+            doc = load_json(body_bytes or b"")
         except ValueError:
             raise SellerError(f"the 402 has no PAYMENT-REQUIRED header and its body is not JSON: "
                               f"{_preview(body_bytes)}") from None
@@ -148,11 +181,11 @@ def parse_payment_required(status: int, headers: Mapping[str, str] | None, body_
     accepts = doc.get("accepts")
     if not isinstance(accepts, list) or not accepts:
         where = "PAYMENT-REQUIRED header" if source == "header" else "402 body"
-        raise SellerError(f"the {where} has no 'accepts' array of payment options: {_preview(json.dumps(doc))}")
+        raise SellerError(f"the {where} has no 'accepts' array of payment options: {_doc_preview(doc)}")
     options = _merge_spellings([_parse_option(i, entry) for i, entry in enumerate(accepts, start=1)])
     try:
         version = int(doc.get("x402Version") or (2 if source == "header" else 1))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         version = 2 if source == "header" else 1
     extensions = doc.get("extensions") if isinstance(doc.get("extensions"), dict) else None
     return PaymentRequired(x402_version=version, accepts=options, resource=doc.get("resource"),
@@ -161,7 +194,7 @@ def parse_payment_required(status: int, headers: Mapping[str, str] | None, body_
 
 def _json_object(body_bytes: bytes | str | None) -> dict | None:
     try:
-        doc = json.loads(body_bytes or b"")
+        doc = load_json(body_bytes or b"")
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
@@ -201,14 +234,14 @@ def probe(session: requests.Session, endpoint: str, model_id: str | None, *, kin
         raise SellerError(f"unknown probe type {kind!r}; use inference, http or agent")
     if 300 <= response.status_code < 400:
         location = response.headers.get("Location", "(no Location header)")
-        raise SellerError(f"the seller at {url} redirected (HTTP {response.status_code}) to {location}; "
+        raise SellerError(f"the seller at {mask(url)} redirected (HTTP {response.status_code}) to {mask(location)}; "
                           "redirects are not followed for payments",
                           hint="use the final URL as --endpoint if you trust it", data={"location": location})
     try:
         return parse_payment_required(response.status_code, response.headers, response.content)
     except SellerError as exc:
-        raise SellerError(f"{url}: {exc.message}", hint=exc.hint, code=exc.code,
-                          data={"url": url, **exc.data}) from exc
+        raise SellerError(f"{mask(url)}: {exc.message}", hint=exc.hint, code=exc.code,
+                          data={"url": mask(url), **exc.data}) from exc
 
 
 # ----------------------------------------------------------------------------------- option choice
@@ -229,16 +262,52 @@ def _matches_token(option: PaymentOption, token: str) -> bool:
     return (option.symbol or "").lower() == wanted or option.asset.lower() == wanted
 
 
+def _token_key(option: PaymentOption) -> str:
+    """Options priced in the same token (by symbol when known, else by address) compare by price."""
+    return (option.symbol or option.asset).lower()
+
+
+def _units(option: PaymentOption) -> Fraction:
+    """The price in token units (atomic when the decimals are unknown), for comparing same-token prices."""
+    return Fraction(option.amount, 10 ** option.decimals) if option.decimals is not None else Fraction(option.amount)
+
+
+def cheapest(options: list[PaymentOption]) -> tuple[PaymentOption, str]:
+    """The cheapest of `options` (ties: the earliest), and what it was compared with.
+
+    Prices compare only within one token: the token of the first option decides (the seller's order
+    ranks tokens, since 1 OBOL and 1 USDC are not the same money); options in other tokens are named.
+    """
+    key = _token_key(options[0])
+    same = [o for o in options if _token_key(o) == key]
+    best = min(same, key=lambda o: (_units(o), o.index))
+    others = sorted({(o.symbol or o.asset) for o in options if _token_key(o) != key})
+    note = f"; options in {', '.join(others)} are not compared by price" if others else ""
+    return best, note
+
+
 def choose_option(accepts: list[PaymentOption], *, index: int | None = None, token: str | None = None,
                   network: str | None = None,
-                  balance_of: Callable[[PaymentOption], int] | None = None) -> Choice:
-    """Pick the option to pay with (§5.1, non-interactive); `reason` says why, for the output."""
+                  balance_of: Callable[[PaymentOption], int] | None = None,
+                  eligible: Callable[[PaymentOption], bool] | None = None,
+                  eligible_reason: str = "") -> Choice:
+    """Pick the option to pay with (non-interactive); `reason` says why, for the output.
+
+    `--payment-option`, then `--token`/`--network`, decide when given. Otherwise: the cheapest option
+    the wallet can afford (ties: the earliest), among the options `eligible` keeps when it keeps any
+    (e.g. those the cluster can spend; `eligible_reason` says so in the reason); with no affordable
+    option, the cheapest payable one (the balance check that follows then names the shortfall).
+    """
     listing = option_listing(accepts)
     data = {"options": [option.describe() for option in accepts]}
     if not accepts:
         raise PaymentChoiceError("the seller offered no payment options", data=data)
 
     def usable(option: PaymentOption, why: str) -> Choice:
+        if option.defect:
+            raise PaymentChoiceError(f"payment option {option.index} is refused: {option.defect}; nothing was "
+                                     f"signed:\n{listing}", hint="tell the seller's operator, or pick another "
+                                     "--payment-option", data=data)
         if not option.payable:
             raise PaymentChoiceError(f"payment option {option.index} cannot be paid by this skill "
                                      f"(network {option.network!r}, scheme {option.scheme!r}):\n{listing}", data=data)
@@ -268,21 +337,32 @@ def choose_option(accepts: list[PaymentOption], *, index: int | None = None, tok
     payable = [o for o in accepts if o.payable]
     if not payable:
         raise PaymentChoiceError(f"none of the seller's payment options can be paid by this skill:\n{listing}", data=data)
-    if balance_of is not None:
-        unknown = []
-        for option in payable:
-            try:
-                balance = int(balance_of(option))
-            except BuyError as exc:
-                unknown.append(f"[{option.index}] {exc.message}")
-                continue
-            if balance >= option.amount:
-                return Choice(option, f"first of {len(accepts)} options the wallet can afford "
-                                      f"(balance {format_amount(balance, option.decimals, option.symbol)})", listing)
-        note = f"; balance unknown for {', '.join(unknown)}" if unknown else ""
-        return Choice(payable[0], f"the wallet cannot afford any of {len(accepts)} options; "
-                                  f"took the first payable one{note}", listing)
-    return Choice(payable[0], f"first payable of {len(accepts)} options", listing)
+    among = f"{len(accepts)} options"
+    if eligible is not None:
+        kept = [o for o in payable if eligible(o)]
+        if kept and len(kept) < len(payable):
+            payable = kept
+            among = f"the {len(kept)} of {len(accepts)} options {eligible_reason or 'eligible'}"
+    if balance_of is None:
+        option, note = cheapest(payable)
+        return Choice(option, f"cheapest payable of {among}{note}", listing)
+    unknown, affordable, balances = [], [], {}
+    for option in payable:
+        try:
+            balances[option.index] = int(balance_of(option))
+        except BuyError as exc:
+            unknown.append(f"[{option.index}] {exc.message}")
+            continue
+        if balances[option.index] >= option.amount:
+            affordable.append(option)
+    skipped = f"; balance unknown for {', '.join(unknown)}" if unknown else ""
+    if affordable:
+        option, note = cheapest(affordable)
+        balance = format_amount(balances[option.index], option.decimals, option.symbol)
+        return Choice(option, f"cheapest the wallet can afford of {among} (balance {balance}){note}{skipped}", listing)
+    option, note = cheapest(payable)
+    return Choice(option, f"the wallet cannot afford any of {among}; took the cheapest payable one{note}{skipped}",
+                  listing)
 
 
 # ------------------------------------------------------------------------------------- JSON views
@@ -310,4 +390,4 @@ def offer_view(offer: PaymentRequired) -> dict[str, Any]:
 
 
 __all__ = ["normalize_endpoint", "chat_url", "CHAT_PATH", "decode_b64_json", "parse_payment_required", "probe",
-           "Choice", "choose_option", "option_listing", "option_view", "offer_view"]
+           "Choice", "choose_option", "cheapest", "option_listing", "option_view", "offer_view"]

@@ -30,6 +30,11 @@ OFFERS = [
     {"offer": "kimi", "model": "kimi-k3", "price": "1000", "listed": True},
     {"offer": "glm", "model": "glm-5", "price": "1000", "listed": True},
     {"offer": "hidden", "model": "hidden-model", "price": "1000", "listed": False},
+    # The spend-cap and `refill` tests (tests/test_caps.py) own these.
+    {"offer": "olmo", "model": "olmo-3", "price": "1000", "listed": True},
+    {"offer": "granite", "model": "granite-4", "price": "1000", "listed": True},
+    {"offer": "nova", "model": "nova-3", "price": "1000", "listed": True},
+    {"offer": "zephyr", "model": "zephyr-2", "price": "1000", "listed": True},
     # One model per lifecycle test (remove, revoke, audit): a purchase one test leaves behind cannot block another.
     {"offer": "aya", "model": "aya-32b", "price": "1000", "listed": True},
     {"offer": "dbrx", "model": "dbrx-2", "price": "2000", "listed": True},

@@ -8,7 +8,10 @@ gateways, which the in-cluster x402-buyer cannot pay (obol-wire.md "mismatch cas
 - `sdk`: x402 v2 exactly as the SDK middleware serves it: requirements only in the base64
   `PAYMENT-REQUIRED` header (the JSON body is `{}`), payment read only from `PAYMENT-SIGNATURE`;
 - `legacy`: x402 v1, the requirement in the JSON body, paid with `X-PAYMENT` carrying a v1 payload
-  (the SDK server cannot emit v1, so this route drives the same in-process facilitator by hand).
+  (the SDK server cannot emit v1, so this route drives the same in-process facilitator by hand);
+- `pid`: like `sdk`, requiring the SDK's payment-identifier extension (its own declaration and
+  requirement check, run as a before-verify hook); `future`: like `sdk`, declaring a required
+  extension no client implements.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from x402 import x402Facilitator, x402ResourceServer
+from x402.extensions.payment_identifier import (PAYMENT_IDENTIFIER, declare_payment_identifier_extension,
+                                                is_payment_identifier_required, validate_payment_identifier_requirement)
 from x402.http.middleware.fastapi import PaymentMiddlewareASGI
 from x402.http.types import PaymentOption, RouteConfig
 from x402.http.utils import decode_payment_signature_header, encode_payment_response_header
@@ -27,7 +32,8 @@ from x402.mechanisms.evm.exact import ExactEvmServerScheme, register_exact_evm_f
 from x402.schemas.v1 import PaymentPayloadV1, PaymentRequiredV1, PaymentRequirementsV1
 
 from devstack import answers, config
-from devstack.parts.foreign import LEGACY_PRICE, foreign_offers
+from devstack.parts.foreign import LEGACY_PRICE, UNKNOWN_EXTENSION, foreign_offers
+from x402.schemas.hooks import AbortResult
 
 MAX_TIMEOUT_SECONDS = 300
 USDC_EXTRA = {"name": "USDC", "version": "2"}
@@ -70,6 +76,7 @@ def create_app() -> FastAPI:
                                                                       rpc_url=rpc_url), config.CAIP2)
     server = x402ResourceServer(facilitator)
     server.register(config.CAIP2, ExactEvmServerScheme())
+    server.on_before_verify(_require_payment_identifier)
 
     app = FastAPI(title="devstack foreign x402 seller")
     routes: dict[str, RouteConfig] = {}
@@ -81,7 +88,7 @@ def create_app() -> FastAPI:
         accepts = [_option(pay_to, offer["price"])]
         routes[f"POST {path}"] = RouteConfig(accepts=accepts,
                                              description=f"chat completions from {offer['model']}",
-                                             mime_type="application/json")
+                                             mime_type="application/json", extensions=_extensions(offer))
         _add_chat_route(app, path, offer["model"])
     app.add_middleware(PaymentMiddlewareASGI, routes=routes, server=server)
 
@@ -90,6 +97,26 @@ def create_app() -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def _extensions(offer: dict) -> dict | None:
+    """What a route declares: the payment-identifier extension as the SDK declares it, or an extension
+    no client knows, both required."""
+    if offer.get("requires") == PAYMENT_IDENTIFIER:
+        return {PAYMENT_IDENTIFIER: declare_payment_identifier_extension(required=True)}
+    if offer.get("requires") == UNKNOWN_EXTENSION:
+        return {UNKNOWN_EXTENSION: {"info": {"required": True, "version": "1"}, "schema": {"type": "object"}}}
+    return None
+
+
+def _require_payment_identifier(context) -> AbortResult | None:
+    """The SDK's server-side check of a required payment identifier, before verification (a payment
+    without one is refused with a 402 naming the reason and never settles)."""
+    declared = (context.declared_extensions or {}).get(PAYMENT_IDENTIFIER)
+    result = validate_payment_identifier_requirement(context.payment_payload, is_payment_identifier_required(declared))
+    if not result.valid:
+        return AbortResult(reason="payment_identifier_required: " + "; ".join(result.errors))
+    return None
 
 
 def _add_legacy_route(app: FastAPI, path: str, model: str, pay_to: str, facilitator: x402Facilitator) -> None:

@@ -39,6 +39,8 @@ STACK_FIXTURES = frozenset({"stack", "kube_stack", "agent_stack", "devstack", "c
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "stack: needs the devstack (or a part of it) or the real Hermes CLI; "
                                        "deselect with -m 'not stack' for the unit suite")
+    config.addinivalue_line("markers", "slow: real time without the stack (deadlines, signals, subprocesses); "
+                                       "the unit suite is -m 'not stack and not slow'")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -262,7 +262,9 @@ def test_legacy_offer_speaks_v1(devstack, http):
 def test_stack_info_describes_the_foreign_offers(devstack):
     foreign = devstack.info["foreign"]
     offers = {o["offer"]: o for o in foreign["offers"]}
-    assert set(offers) == {"sdk", "legacy"}
+    assert set(offers) == {"sdk", "legacy", "pid", "future"}
+    # pid and future (payment-identifier / an unknown extension, required) are unlisted SDK offers.
+    assert [(offers[o]["x402_version"], offers[o]["listed"]) for o in ("pid", "future")] == [(2, False), (2, False)]
     assert offers["sdk"] == dict(offers["sdk"], model="sdk-model", price="1000", listed=True, x402_version=2,
                                  url=f"{foreign['url']}/services/sdk")
     assert offers["legacy"]["x402_version"] == 1

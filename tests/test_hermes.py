@@ -22,6 +22,7 @@ import yaml
 from buy_x402.adoption import DefaultSwitch
 from buy_x402.agent.configfile import Snapshot
 from buy_x402.agent.hermes import HermesRuntime
+from buy_x402.agent.record import took_effect
 from buy_x402.agent.runtime import WriteResult
 from buy_x402.errors import AgentConfigError, UsageError
 from buy_x402.settings import Settings
@@ -410,11 +411,10 @@ def test_state_records_pending_applied_and_unwinds_in_order(tmp_path, user_home)
     record.record_pending(adopted="paid/a", previous="qwen3.5:9b", purchase="a", at="2026-01-01T00:00:00+00:00")
     assert record.last(current(rt, cfg)) is None  # pending, and the switch has not happened
     adopt(settings, "paid/a")
-    assert record.last(current(rt, cfg))["adopted"] == "paid/a"  # died after the switch: still found
-    record.mark_applied()
+    assert record.last(current(rt, cfg))["adopted"] == "paid/a"  # the switch happened: it counts
+    # The next adoption settles the earlier one (it took effect: it is the default now) in its one write.
     record.record_pending(adopted="paid/b", previous="paid/a", purchase="b", at="t2")
     adopt(settings, "paid/b")
-    record.mark_applied()
 
     state_file = record.path
     assert state_file == cfg.profile_home / "buy-x402" / "state.json"
@@ -422,7 +422,7 @@ def test_state_records_pending_applied_and_unwinds_in_order(tmp_path, user_home)
     assert stat.S_IMODE(state_file.parent.stat().st_mode) == 0o700
     history = json.loads(state_file.read_text())["history"]
     assert [(h["adopted"], h["previous"], h["status"]) for h in history] == [
-        ("paid/a", "qwen3.5:9b", "applied"), ("paid/b", "paid/a", "applied")]
+        ("paid/a", "qwen3.5:9b", "applied"), ("paid/b", "paid/a", "pending")]
 
     last = record.last(current(rt, cfg))
     adopt(settings, last["previous"])
@@ -441,8 +441,8 @@ def test_dropped_pending_leaves_history_true(tmp_path, user_home):
     home = make_home(tmp_path)
     rt = runtime(settings_for(home, user_home))
     record = rt.record(rt.resolve())
-    record.record_pending(adopted="paid/a", previous="qwen3.5:9b", purchase="a")
-    record.drop_pending()
+    entry = record.record_pending(adopted="paid/a", previous="qwen3.5:9b", purchase="a")
+    record.drop(entry)
     record.note("default_changed_elsewhere", seen="other/model")
     state = record.read()
     assert state["history"] == []
@@ -489,8 +489,10 @@ def test_a_switch_adopts_and_undoes_with_its_record_in_step(tmp_path, user_home)
         write = DefaultSwitch(rt, cfg, rt.preflight(cfg)).adopt(NEW_MODEL, purchase="q", at="t1")
     assert write.method == "fallback" and current(rt, cfg) == NEW_MODEL
     [entry] = rt.record(cfg).read()["history"]
+    # Written once, before the switch; the config (the default is its model) says it took effect.
     assert (entry["adopted"], entry["previous"], entry["purchase"], entry["status"]) == \
-        (NEW_MODEL, "qwen3.5:9b", "q", "applied")
+        (NEW_MODEL, "qwen3.5:9b", "q", "pending")
+    assert took_effect(entry, current(rt, cfg)) is True
     with rt.lock(cfg):
         switch = DefaultSwitch(rt, cfg, rt.preflight(cfg))
         assert switch.last_adoption()["adopted"] == NEW_MODEL

@@ -323,7 +323,7 @@ def test_human_output_of_the_everyday_commands_has_no_python_reprs(stack):
 
 @pytest.mark.parametrize("argv, words", [
     (["remove"], "the following arguments are required: name"),
-    (["remove", "x", "--timeout", "0"], "expected seconds > 0"),
+    (["remove", "x", "--timeout", "0"], "expected seconds above 0"),
     (["remove", "x", "--timeout", "soon"], "expected seconds"),
     (["audit", "a", "b"], "unrecognized arguments: b"),
 ])

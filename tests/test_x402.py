@@ -442,3 +442,36 @@ def test_chain_errors_name_chain_and_method(chain_rpc):
         chain.balance_of("base-sepolia", REVERTER, PAY_TO)
     with pytest.raises(TransportError, match="cannot reach the chain RPC"):
         ChainClient(make_session("t"), f"http://127.0.0.1:{_free_port()}/rpc").rpc("base-sepolia", "eth_chainId")
+
+
+# ------------------------------------------------------------------------------- cheapest by default
+
+def test_the_cheapest_affordable_option_is_chosen_and_ties_go_to_the_earliest():
+    accepts = offer(v2_entry(amount="3000"), v2_entry(amount="1000", payTo="0x" + "22" * 20),
+                    v2_entry(amount="1000", payTo="0x" + "33" * 20))
+    choice = choose_option(accepts, balance_of=lambda o: 10**6)
+    assert choice.option.index == 2
+    assert choice.reason.startswith("cheapest the wallet can afford of 3 options (balance 1 USDC")
+    # Only what the wallet can afford counts: with 1500 atomic, the 1000 options; with 999, none.
+    assert choose_option(accepts, balance_of=lambda o: 1500).option.index == 2
+    broke = choose_option(accepts, balance_of=lambda o: 999)
+    assert broke.option.index == 2 and "cannot afford any of 3 options; took the cheapest payable one" in broke.reason
+    assert choose_option(accepts).option.index == 2   # no balance known: still the cheapest
+    assert choose_option(accepts, index=1).option.index == 1   # --payment-option overrides
+
+
+def test_prices_in_different_tokens_are_not_compared():
+    # 5 atomic OBOL is not cheaper than 0.01 USDC: the seller's order ranks tokens, prices rank within one.
+    choice = choose_option(offer(*MULTI), balance_of=lambda o: 10**30)
+    assert choice.option.index == 1
+    assert "options in OBOL are not compared by price" in choice.reason
+
+
+def test_a_filter_narrows_the_choice_and_is_ignored_when_it_keeps_nothing():
+    accepts = offer(v2_entry(amount="3000"), v2_entry(amount="1000", payTo="0x" + "22" * 20))
+    first_only = choose_option(accepts, balance_of=lambda o: 10**6, eligible=lambda o: o.index == 1,
+                               eligible_reason="the cluster can spend")
+    assert first_only.option.index == 1
+    assert "of the 1 of 2 options the cluster can spend" in first_only.reason
+    # A filter that keeps nothing leaves the choice to price (the caller's own check then refuses it).
+    assert choose_option(accepts, balance_of=lambda o: 10**6, eligible=lambda o: False).option.index == 2

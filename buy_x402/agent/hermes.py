@@ -3,10 +3,8 @@
 The rules come from hermes-agent 0.19.0 (see reference/hermes-config.md): `hermes config set` exits
 0 in managed mode without writing, silently wipes an unparseable file and coerces `123`/`yes`/`1.5`
 to non-strings. So every write is preceded by a pre-flight that refuses those cases and followed by
-a read-back that compares the whole parsed file. `hermes cron create/remove` exit 0 even when they
-fail, so every cron change is verified by listing the jobs afterwards. The upkeep job runs in script
-mode (`--script … --no-agent`): a job that needs the model to think cannot rescue an agent whose
-paid model ran dry. Hermes delivers the script's stdout and stays silent when it is empty.
+a read-back that compares the whole parsed file. The CLI child is stopped together with buy.py,
+whatever stops it (`run_cli`). The upkeep cron job is in `hermes_cron.py`.
 """
 from __future__ import annotations
 
@@ -14,17 +12,18 @@ import contextlib
 import copy
 import os
 import re
-import shlex
 import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from .. import shutdown
 from ..errors import AgentConfigError, UsageError
 from ..settings import Settings
-from ..yamlfile import YamlParseError, atomic_write, dump_yaml, parse_yaml
-from . import configfile
-from .configfile import ConfigLock, Snapshot
+from ..urls import shown
+from ..yamlfile import FileTooLarge, YamlParseError, atomic_write, dump_yaml, parse_yaml, remove_stale_temps
+from . import configfile, hermes_cron
+from .configfile import ConfigLock, Snapshot, die_with_parent, excerpt
 from .record import AdoptionRecord
 from .runtime import AgentConfig, ScheduledJob, WriteResult
 
@@ -33,15 +32,11 @@ LOCK_NAME = ".buy-x402.lock"
 MANAGED_MARKER = ".managed"
 STATE_DIR = "buy-x402"
 DEFAULT_CLI_TIMEOUT_S = 30.0
-CRON_TIMEOUT_S = 60.0
 # Hermes' own profile id rule and reserved names (hermes_cli/profiles.py, 0.19.0).
 _PROFILE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _RESERVED_PROFILES = frozenset({"hermes", "test", "tmp", "root", "sudo"})
 # Values `hermes config set` would store as bool (hermes_cli/config.py:set_config_value).
 _COERCED_WORDS = frozenset({"true", "false", "yes", "no", "on", "off"})
-# `hermes cron list --all`: a job is an id line, then indented fields including its name.
-_JOB_LINE = re.compile(r"^\s+([0-9a-f]{6,})\s+\[[^\]]*\]\s*$")
-_NAME_LINE = re.compile(r"^\s+Name:\s+(.*?)\s*$")
 
 
 def _hermes_root(home: Path, user_home: Path) -> Path:
@@ -72,14 +67,6 @@ def _refuse(config: AgentConfig, problem: str, hint: str, code: str) -> AgentCon
     return AgentConfigError(f"{problem}: {config.path}", hint=hint, code=code, data={"path": str(config.path)})
 
 
-def _excerpt(text: str, secret: str | None = None, limit: int = 300) -> str:
-    """One line of CLI output for a message, with the LiteLLM key masked should it appear."""
-    text = " ".join(text.split())
-    if secret:
-        text = text.replace(secret, "****")
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 def _expected_after(before: Snapshot, model: str) -> dict:
     """The parsed config a correct write leaves: only model.default differs."""
     data = copy.deepcopy(before.data)
@@ -99,6 +86,7 @@ class HermesRuntime:
         self.settings = settings
         self.cli = settings.agent_cli
         self.cli_timeout_s = cli_timeout_s
+        self._lock: ConfigLock | None = None
 
     # --- which file (set-default step 2) ---------------------------------------------------------
 
@@ -141,18 +129,6 @@ class HermesRuntime:
                    or (profile_home / MANAGED_MARKER).exists())
         return AgentConfig(home=home, profile=profile, profile_home=profile_home, path=path, managed=managed)
 
-    def lock(self, config: AgentConfig) -> ConfigLock:
-        lock_path = config.path.parent / LOCK_NAME
-        try:
-            return ConfigLock(lock_path)
-        except FileNotFoundError:
-            raise _refuse(config, "the Hermes config directory does not exist",
-                          "check HERMES_HOME and the active profile; Hermes must have been set up",
-                          "config_missing") from None
-        except OSError as exc:
-            raise _refuse(config, f"cannot create the lock file {lock_path} ({exc.strerror})",
-                          "run as the user that owns the Hermes home", "config_unwritable") from None
-
     def record(self, config: AgentConfig) -> AdoptionRecord:
         return AdoptionRecord(config.profile_home / STATE_DIR)
 
@@ -168,9 +144,18 @@ class HermesRuntime:
                 code="managed", data={"path": str(config.path)})
 
     def preflight(self, config: AgentConfig) -> Snapshot:
-        """Not managed, exists, readable, YAML, mapping root, usable `model`."""
+        """Not managed, exists, readable, YAML, mapping root, usable `model`, and an owner a rewrite
+        can keep. Called under `lock`, so temp files of a writer killed earlier are removed here."""
         self._check_managed(config)
-        return self.read(config)
+        remove_stale_temps(config.path)
+        before = self.read(config)
+        if not configfile.owner_can_be_kept(before.uid, before.gid):
+            me = f"{os.geteuid()}:{os.getegid()}"
+            raise _refuse(config, f"the Hermes config is owned by {before.uid}:{before.gid} and buy.py runs as "
+                          f"{me}, so any rewrite would leave it owned by {me}",
+                          f"run buy.py as the user that owns the Hermes config (uid {before.uid})",
+                          "owner_would_change")
+        return before
 
     def read(self, config: AgentConfig) -> Snapshot:
         """The file validated as `preflight` does, without the managed refusal (read-only callers)."""
@@ -186,6 +171,10 @@ class HermesRuntime:
         except configfile.NotARegularFile:
             raise _refuse(config, "the Hermes config is not a regular file",
                           "point HERMES_HOME at a directory holding config.yaml", "config_unreadable") from None
+        except FileTooLarge:
+            raise _refuse(config, f"the Hermes config is larger than {configfile.MAX_CONFIG_BYTES} bytes, so it is "
+                          "not read", "an agent config is a few KB: check what filled it, and trim it by hand",
+                          "config_too_large") from None
         except OSError as exc:
             raise _refuse(config, f"the Hermes config cannot be read ({exc.strerror})",
                           "check HERMES_HOME and the file", "config_unreadable") from None
@@ -235,26 +224,48 @@ class HermesRuntime:
         elif "${" in model:
             problem = "contains `${`, which Hermes expands as an environment variable"
         if problem:
-            raise UsageError(f"model name {model!r} {problem}",
+            raise UsageError(f"model name {shown(model, 60)} {problem}",
                              hint="pass the exact model id, e.g. paid/<remote-model>", code="bad_model_name")
 
     # --- write, verify, put back (steps 8-9) -----------------------------------------------------
 
+    def lock(self, config: AgentConfig) -> ConfigLock:
+        """The config lock; while it is held, a Hermes CLI child holds it too (see `run_cli`)."""
+        lock_path = config.path.parent / LOCK_NAME
+        try:
+            self._lock = ConfigLock(lock_path)
+        except FileNotFoundError:
+            raise _refuse(config, "the Hermes config directory does not exist",
+                          "check HERMES_HOME and the active profile; Hermes must have been set up",
+                          "config_missing") from None
+        except OSError as exc:
+            raise _refuse(config, f"cannot create the lock file {lock_path} ({exc.strerror})",
+                          "run as the user that owns the Hermes home", "config_unwritable") from None
+        return self._lock
+
     def run_cli(self, config: AgentConfig, args: list[str], timeout_s: float) -> tuple[int, str, str]:
-        """`hermes -p PROFILE ARGS…` in its own process group, so a timeout kills it and its children.
-        `-p` pins the profile resolved here; HERMES_HOME is the resolved home."""
+        """`hermes -p PROFILE ARGS…`, stopped together with buy.py whatever stops it.
+
+        The child runs in its own process group (a timeout or a signal kills it and its children),
+        dies with SIGKILL the moment buy.py dies (PR_SET_PDEATHSIG, even on SIGKILL of buy.py), and
+        inherits the config lock's descriptor: flock is released only when the last holder exits,
+        so a child can never write after the lock is released. `-p` pins the profile resolved
+        here; HERMES_HOME is the resolved home."""
         assert self.cli, "callers check that a Hermes CLI is configured"
         argv = [self.cli, "-p", config.profile or "default", *args]
         env = dict(os.environ)  # the child's environment, not a setting: HERMES_HOME must be the resolved home
         env["HERMES_HOME"] = str(config.home)
+        held = self._lock.fileno() if self._lock is not None else None
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True)
+                                stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True,
+                                pass_fds=(held,) if held is not None else (), preexec_fn=die_with_parent())
         try:
             out, err = proc.communicate(timeout=timeout_s)
-        except BaseException:  # a timeout, or Ctrl-C, which its own session does not receive
+        except BaseException:  # a timeout, or a signal (its own session receives none from the terminal)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            with shutdown.critical():  # reap it before the lock can be released
+                proc.communicate()
             raise
         return proc.returncode, out, err
 
@@ -282,23 +293,24 @@ class HermesRuntime:
             else:
                 if "Cannot set" in err:
                     raise AgentConfigError(
-                        f"the Hermes CLI refused to set model.default: {_excerpt(err, secret)}",
+                        f"the Hermes CLI refused to set model.default: {excerpt(err, secret)}",
                         hint="the operator pins this setting; ask them to change it",
                         code="managed", data={"path": str(config.path)})
                 if rc == 0:
-                    return WriteResult("hermes-cli", _excerpt(out, secret) or "exit 0")
-                why = f"Hermes CLI exited {rc}: {_excerpt(err or out, secret)}"
+                    return WriteResult("hermes-cli", excerpt(out, secret) or "exit 0")
+                why = f"Hermes CLI exited {rc}: {excerpt(err or out, secret)}"
         try:
             self._write_fallback(config, before, model)
         except OSError as exc:
-            raise _refuse(config, f"{why}, and the direct edit failed too ({exc.strerror}); the file is "
+            raise _refuse(config, f"{why}, and the direct edit failed too ({exc.strerror or exc}); the file is "
                           "unchanged", "run as the user that owns the Hermes home", "write_failed") from None
         return WriteResult("fallback", why)
 
     def _write_fallback(self, config: AgentConfig, before: Snapshot, model: str) -> None:
         """Edit config.yaml directly: re-read it, set model.default, replace it atomically (mode, owner kept)."""
         data = _expected_after(self.read(config), model)
-        atomic_write(config.path, dump_yaml(data), mode=before.mode, uid=before.uid, gid=before.gid)
+        atomic_write(config.path, dump_yaml(data), mode=before.mode, uid=before.uid, gid=before.gid,
+                     keep_owner=True)
 
     def verify(self, config: AgentConfig, before: Snapshot, model: str) -> None:
         """model.default == model and every other key, the mode and the owner as before."""
@@ -324,90 +336,15 @@ class HermesRuntime:
     def put_back(self, config: AgentConfig, before: Snapshot) -> bool:
         return configfile.put_back(config.path, before)
 
-    # --- the upkeep job: a Hermes cron job in script mode ----------------------------------------
-
-    def _cron(self, config: AgentConfig, *args: str) -> str:
-        """`hermes -p PROFILE cron ARGS…`; its stdout. Failures name the command."""
-        if not self.cli:
-            raise AgentConfigError("no Hermes CLI found, so the cron job cannot be managed",
-                                   hint="set HERMES_BIN to the hermes executable", code="no_hermes_cli")
-        try:
-            code, out, err = self.run_cli(config, ["cron", *args], CRON_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise AgentConfigError(f"`hermes cron {args[0]}` did not finish within {CRON_TIMEOUT_S:g} s",
-                                   code="hermes_cli_timeout") from None
-        except OSError as exc:
-            raise AgentConfigError(f"cannot run the Hermes CLI {self.cli}: {exc.strerror}",
-                                   hint="set HERMES_BIN to the hermes executable", code="no_hermes_cli") from None
-        if code != 0:
-            raise AgentConfigError(f"`hermes cron {args[0]}` exited {code}: {_excerpt(err or out)}",
-                                   code="hermes_cli_failed")
-        return out
-
-    def _job_ids(self, config: AgentConfig, name: str) -> list[str]:
-        """Ids of this profile's cron jobs called `name`, paused ones included."""
-        ids, job_id = [], None
-        for line in self._cron(config, "list", "--all").splitlines():
-            if m := _JOB_LINE.match(line):
-                job_id = m.group(1)
-            elif (m := _NAME_LINE.match(line)) and job_id:
-                if m.group(1) == name:
-                    ids.append(job_id)
-                job_id = None
-        return ids
-
-    @staticmethod
-    def _script_path(config: AgentConfig, job: ScheduledJob) -> Path:
-        """Hermes runs scripts by file name from `<profile home>/scripts`; the name follows the job's."""
-        return config.profile_home / "scripts" / (job.name.replace(" ", "-") + ".sh")
-
-    @staticmethod
-    def _script_text(job: ScheduledJob) -> bytes:
-        every = f"every {job.every_minutes}m"
-        lines = ["#!/bin/bash", f"# Written by `buy.py schedule`: the Hermes cron job \"{job.name}\" runs this {every}."]
-        lines += [f"# {job.description}"] if job.description else []
-        lines.append("set -e")
-        lines += [f"export {key}={shlex.quote(value)}" for key, value in job.environment]
-        lines.append("exec " + " ".join(shlex.quote(arg) for arg in job.argv))
-        return ("\n".join(lines) + "\n").encode()
+    # --- the upkeep job: a Hermes cron job in script mode (hermes_cron.py) -------------------------
 
     def schedule(self, config: AgentConfig, job: ScheduledJob) -> dict[str, Any]:
         """Write the job's script and create the cron job once (verified by listing)."""
-        ids = self._job_ids(config, job.name)  # first: no Hermes CLI means nothing is written
-        path = self._script_path(config, job)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        text = self._script_text(job)
-        try:
-            current = path.read_bytes()
-        except OSError:
-            current = None
-        if current != text:
-            atomic_write(path, text, mode=0o700)
-        os.chmod(path, 0o700)
-        every = f"every {job.every_minutes}m"
-        created = False
-        if not ids:
-            out = self._cron(config, "create", every, "--name", job.name, "--script", path.name, "--no-agent")
-            ids = self._job_ids(config, job.name)
-            if not ids:
-                raise AgentConfigError(f"Hermes did not create the cron job {job.name!r}: {_excerpt(out)}",
-                                       hint=f"run `hermes cron list` and check {path}", code="cron_not_created")
-            created = True
-        return {"job": job.name, "id": ids[0], "script": str(path), "schedule": every, "created": created,
-                "script_updated": current != text}
+        return hermes_cron.schedule(self, config, job)
 
     def unschedule(self, config: AgentConfig, job: ScheduledJob) -> dict[str, Any]:
         """Remove the cron job (every copy) and its script; verified by listing."""
-        ids = self._job_ids(config, job.name)
-        for job_id in ids:
-            self._cron(config, "remove", job_id)
-        left = self._job_ids(config, job.name)
-        if left:
-            raise AgentConfigError(f"Hermes did not remove the cron job {job.name!r} ({', '.join(left)})",
-                                   hint="run `hermes cron list` and `hermes cron remove ID`", code="cron_not_removed")
-        path = self._script_path(config, job)
-        path.unlink(missing_ok=True)
-        return {"job": job.name, "removed": bool(ids), "ids": ids, "script": str(path)}
+        return hermes_cron.unschedule(self, config, job)
 
 
 def _current_model(data: dict) -> str | None:

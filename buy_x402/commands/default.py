@@ -5,6 +5,7 @@ from argparse import Namespace
 
 from ..adoption import adopt, restore_previous_default, show
 from ..errors import DefaultNotChanged
+from ..inputs import model_id
 from ..peers import Peers
 from ..result import Context, Result
 
@@ -15,6 +16,7 @@ def run(ctx: Context, args: Namespace) -> Result:
     if action == "show":
         return Result("default", show(peers))
     if action == "set":
+        model_id(args.model, "model")
         peers.agent.check_model_name(args.model)
         try:
             data = adopt(peers, args.model, canary=not args.no_canary)

@@ -1,7 +1,9 @@
 """`buy.py list` and `buy.py status NAME`: what the agent bought and whether it can still pay.
 
 Both read the PurchaseRequests (the truth of what exists) and the x402-buyer's `/status` (the live
-pool); a buyer that does not answer is shown as such, never as an empty pool.
+pool); a buyer that does not answer is shown as such, never as an empty pool. The spend caps and how
+much of each is used (caps.py) are in `status` (text and JSON) and under the `list` table; `list --json`
+stays the host's exact rows.
 """
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import time
 from argparse import Namespace
 from typing import Any
 
-from .. import purchases
+from .. import purchases, spending
+from ..amounts import format_amount
 from ..errors import BuyError
 from ..peers import Peers
 from ..result import Context, Result
@@ -24,7 +27,25 @@ def run_list(ctx: Context, args: Namespace) -> Result:
     if live is None and items:
         ctx.warn(BUYER_DOWN)
     rows = [purchases.list_row(obj, (live or {}).get(obj["metadata"]["name"])) for obj in items]
-    return Result("list", {"purchases": rows})
+    capped = [(obj, row) for obj, row in zip(items, rows) if _has_caps(obj)]
+    ledger = spending.ledger_for_reading(peers) if capped else None
+    caps = {row["name"]: _cap_facts(peers, obj, (live or {}).get(row["name"]), row, ledger) for obj, row in capped}
+    return Result("list", {"purchases": rows, "caps": caps})
+
+
+def _has_caps(obj: dict) -> bool:
+    policy = (obj.get("spec") or {}).get("autoRefill") or {}
+    return any(policy.get(key) not in (None, "") for key in ("maxTotal", "maxSpendPerDay"))
+
+
+def _cap_facts(peers: Peers, obj: dict, entry: dict | None, row: dict, ledger) -> dict[str, Any]:
+    """The purchase's caps and their use (read-only); an unreadable source is shown, never a guess."""
+    def fmt(atomic: int) -> str:
+        return format_amount(atomic, row.get("assetDecimals"), row.get("assetSymbol"))
+    try:
+        return spending.cap_facts(obj, entry, ledger, namespace=spending.namespace_of(peers, obj), fmt=fmt)
+    except BuyError as err:
+        return {"error": err.message}
 
 
 def _agent_default(peers: Peers, alias: str) -> dict[str, Any]:
@@ -67,6 +88,7 @@ def run_status(ctx: Context, args: Namespace) -> Result:
                    "earliest_in_s": None if earliest is None else int(earliest - now)},
         "buyer": {"running": live is not None, "live": entry is not None},
         "default": _agent_default(peers, row["alias"]),
+        "caps": _cap_facts(peers, obj, entry, row, spending.ledger_for_reading(peers)),
     }
     return Result("status", data)
 

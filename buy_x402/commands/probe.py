@@ -10,6 +10,7 @@ from argparse import Namespace
 from .. import x402
 from ..peers import Peers
 from ..result import Context, Result
+from ..urls import seller_url
 
 
 def target_url(url: str, kind: str) -> str:
@@ -17,6 +18,7 @@ def target_url(url: str, kind: str) -> str:
 
 
 def run(ctx: Context, args: Namespace) -> Result:
+    seller_url(args.url, "the probe URL")
     peers = Peers(ctx)
     kind = args.type
     ctx.notify(f"Probing {target_url(args.url, kind)} ...")

@@ -2,14 +2,11 @@
 
 Run every few minutes by the agent's scheduler (`scheduling.py`), which delivers its stdout to the user:
 so it is idempotent, says nothing on stdout unless something changed, and exits 1 only when
-something failed. Refills follow obol-buy-x402.md §13.2, plus the fix of §18.6 (the re-probed
-price is written to `spec.payment.price`, so the controller's probe does not flag PricingMismatch).
-Unlike §13.2, a seller that cannot be probed fails the refill (exit 1) rather than signing at the
-stored price: vouchers for a price nobody confirmed may all be refused, and the wallet is committed.
-A refill applies `buy`'s rules before signing: a seller the cluster's buyer can pay (cluster.py) and
-a server-side dry run of the exact write; unspent vouchers signed at a price the seller no longer
-asks are dropped (purchases.stale_vouchers).
-The guardian keeps an agent that adopted `paid/<id>` from being bricked when that pool runs dry.
+something failed. A purchase at or below its refill threshold gets the refill of `refilling.py`
+(shared with `refill NAME`): §13.2 with `buy`'s checks before signing and the spend caps; a refill
+that cannot be made now (wallet short, cost cap, spend cap, converging) is skipped with its reason.
+The guardian keeps an agent that adopted `paid/<id>` from being bricked when that pool runs dry,
+whether no refill is configured, possible, or allowed by a spend cap.
 """
 from __future__ import annotations
 
@@ -17,16 +14,13 @@ import time
 from argparse import Namespace
 from typing import Any
 
-from .. import cluster, purchases, refill, x402
+from .. import purchases, refill, refilling
 from ..adoption import PAID_PREFIX, restore_previous_default
 from ..agent.record import AdoptionRecord
-from ..amounts import auth_expiry, format_amount
-from ..errors import (AgentConfigError, BuyError, DefaultNotChanged, ExitCode, KubeApiError, PurchaseError,
-                      TransportError, UsageError, X402BuyerError)
-from ..offer import PaymentOption, PaymentRequired
+from ..errors import (AgentConfigError, BuyError, DefaultNotChanged, ExitCode, KubeApiError, TransportError,
+                      UsageError, X402BuyerError)
 from ..peers import Peers
 from ..result import Context, Result
-from ..vouchers import dry_run_write, placeholder_auths, preflight, presign, replace_with_retry
 
 BUYER_UNAVAILABLE = "x402-buyer status is unavailable; cannot make safe refill decisions."
 EVENT_CHANGED_ELSEWHERE = "default_changed_elsewhere"
@@ -56,7 +50,7 @@ def process(peers: Peers, name: str | None) -> Result:
                                                                            key=lambda o: o["metadata"]["name"])
     actions = [_reconcile_one(peers, obj, live.get(obj["metadata"]["name"])) for obj in items]
     refilled = {a["name"] for a in actions if a["action"] == "refilled"}
-    guardian = _guard_default(peers, live, items, refilled, only=name)
+    guardian = _guard_default(peers, live, items, {a["name"]: a for a in actions}, only=name)
     failures = [f"{a['name']}: {a['reason']}" for a in actions if a["action"] == "failed"]
     if guardian and guardian["action"] == "failed":
         failures.append(f"default guardian: {guardian['reason']}")
@@ -89,80 +83,15 @@ def _reconcile_one(peers: Peers, obj: dict, entry: dict | None) -> dict[str, Any
                 "error": {"code": err.code, "message": err.message}}
 
 
-def _matching_option(offer: PaymentRequired, payment: dict) -> PaymentOption | None:
-    """The seller's option this purchase pays with: same asset, payTo and chain."""
-    for option in offer.accepts:
-        if (option.payable and option.chain.name == payment.get("network")
-                and option.asset.lower() == str(payment.get("asset") or "").lower()
-                and option.pay_to.lower() == str(payment.get("payTo") or "").lower()):
-            return option
-    return None
-
-
 def _reconcile(peers: Peers, obj: dict, entry: dict) -> dict[str, Any]:
-    """§13.2 for one purchase: plan, converged?, re-probe, cost cap, balance, sign, replace."""
-    name = obj["metadata"]["name"]
-    spec = obj.get("spec") or {}
-    policy = spec.get("autoRefill")
-    remaining = int(entry.get("remaining") or 0)
-    plan = refill.plan_refill(remaining, policy)
+    """§13.2 for one purchase: a refill when the pool is at or below the threshold (refilling.py)."""
+    plan = refill.plan_refill(int(entry.get("remaining") or 0), (obj.get("spec") or {}).get("autoRefill"))
     if not plan.refill:
-        return _skip(peers, name, plan.reason)
-    try:
-        purchases.check_topup_allowed(obj, entry)
-    except PurchaseError as err:
-        return _skip(peers, name, f"{err.message}; skipping")
-    active = purchases.active_tail(spec.get("preSignedAuths") or [], remaining)
-    if len(active) + plan.count > purchases.MAX_POOL:
-        return _skip(peers, name, f"{len(active)} active vouchers + {plan.count} would exceed the pool maximum "
-                                  f"of {purchases.MAX_POOL}; skipping")
-
-    payment = dict(spec.get("payment") or {})
-    offer = x402.probe(peers.session, spec.get("endpoint") or "", spec.get("model"))
-    option = _matching_option(offer, payment)
-    if option is None:
-        raise PurchaseError(f"the seller no longer offers this purchase's payment option ({payment.get('asset')} "
-                            f"on {payment.get('network')} to {payment.get('payTo')}); no vouchers were signed",
-                            hint=f"buy.py probe {spec.get('endpoint')}")
-    decimals, symbol = payment.get("assetDecimals"), payment.get("assetSymbol")
-
-    def fmt(atomic: int) -> str:
-        return format_amount(atomic, decimals, symbol)
-
-    price = option.amount
-    stored = int(payment.get("price") or 0)
-    if price != stored:
-        peers.ctx.notify(f"{name}: seller price moved {fmt(stored)} → {fmt(price)}; refilling at the seller's quote")
-    cap = policy.get("maxUnitPrice")
-    if cap not in (None, "") and price > int(cap):
-        return _skip(peers, name, f"seller price {fmt(price)} exceeds cost cap {fmt(int(cap))}; skipping refill")
-    wallet = peers.signer.address()
-    balance = peers.chain.balance_of(option.chain.name, option.asset, wallet)
-    cost = plan.count * price
-    if balance < cost:
-        return _skip(peers, name, f"wallet balance {fmt(balance)} below refill cost {fmt(cost)} "
-                                  f"({plan.count} × {fmt(price)}); skipping")
-    # No sponsoring extensions: the unspent tail may hold permits with the nonces a new batch would reuse.
-    signing_plan = preflight(peers, option, wallet)
-
-    valid_before = auth_expiry(peers.settings.auth_ttl, int(time.time()))
-    cluster.check_spendable(offer, option, network=str(payment.get("network") or ""),
-                            url=purchases.chat_endpoint(spec.get("endpoint") or ""))
-    new_payment = purchases.merge_payment(payment, {**payment, "price": str(price)})
-    stale = purchases.stale_vouchers(active, new_payment)
-    if stale:
-        peers.ctx.notify(f"{name}: dropping {len(stale)} unspent voucher(s) signed at another price: the seller "
-                         f"now asks {fmt(price)} and would refuse them, blocking the pool")
-    placeholders = placeholder_auths(option, wallet, plan.count, valid_before, offer, signing_plan)
-    dry_run_write(peers, purchases.topup_object(obj, new_auths=placeholders, live_remaining=entry["remaining"],
-                                                payment=new_payment, auto_refill=policy), replace=True)
-    auths = presign(peers, option, wallet, plan.count, valid_before, offer, signing_plan)
-    written = replace_with_retry(peers, name, obj, entry, auths, new_payment, policy)
-    pool = len(written["spec"]["preSignedAuths"])
-    return {"name": name, "action": "refilled", "reason": plan.reason, "count": plan.count,
-            "price": {"atomic": str(price), "display": fmt(price)},
-            "price_moved": None if price == stored else {"from": str(stored), "to": str(price)},
-            "pool": pool, "dropped": len(stale), "cost": {"atomic": str(cost), "display": fmt(cost)}}
+        return _skip(peers, obj["metadata"]["name"], plan.reason)
+    action = refilling.refill(peers, obj, entry, wanted=plan.count, reason=plan.reason, by="process")
+    if action["action"] == "skipped":
+        peers.ctx.notify(f"{action['name']}: {action['reason']}")
+    return action
 
 
 def _spendable(obj: dict | None, entry: dict | None) -> tuple[bool, str]:
@@ -179,9 +108,10 @@ def _spendable(obj: dict | None, entry: dict | None) -> tuple[bool, str]:
     return True, ""
 
 
-def _guard_default(peers: Peers, live: dict, items: list[dict], refilled: set[str],
+def _guard_default(peers: Peers, live: dict, items: list[dict], actions: dict[str, dict],
                    only: str | None) -> dict[str, Any] | None:
-    """Restore the previous default when the adopted paid/<id> can no longer pay; None if not concerned."""
+    """Restore the previous default when the adopted paid/<id> can no longer pay; None if not concerned.
+    A pool that a spend cap keeps from refilling is a pool that cannot be refilled."""
     try:
         agent, config = peers.agent, peers.agent_config
         try:
@@ -190,7 +120,7 @@ def _guard_default(peers: Peers, live: dict, items: list[dict], refilled: set[st
             snapshot, unreadable = None, err
         current = agent.current_default(snapshot) if snapshot else None
         record = agent.record(config)
-        last = record.last(current)
+        last = record.last(current, snapshot.identity if snapshot else None)
         if not last or not str(last.get("adopted") or "").startswith(PAID_PREFIX):
             return None
         purchase = last.get("purchase")
@@ -204,7 +134,8 @@ def _guard_default(peers: Peers, live: dict, items: list[dict], refilled: set[st
                     "reason": f"model.default is {current!r}, set by someone else since buy-x402 adopted "
                               f"{last['adopted']!r}; left alone",
                     "recorded": _record_once(record, last, current)}
-        if purchase in refilled:
+        action = actions.get(purchase or "") or {}
+        if action.get("action") == "refilled":
             return None
         entry = live.get(purchase or "")
         obj = next((o for o in items if o["metadata"]["name"] == purchase), None)
@@ -215,6 +146,8 @@ def _guard_default(peers: Peers, live: dict, items: list[dict], refilled: set[st
         ok, why = _spendable(obj, entry)
         if ok:
             return None
+        if action.get("capped") and action.get("action") == "skipped":
+            why += f"; no refill: {action['reason']}"
         peers.ctx.notify(f"{last['adopted']} has no spendable vouchers ({why}) and no refill was made; "
                          f"restoring the previous default {last.get('previous')!r}")
         restored = restore_previous_default(peers)

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from . import eip3009, permit2
-from .base import OnChainVoucher, PaymentScheme, Revocation, SigningPlan, echo_extensions
+from .base import (SIGNING_MARGIN_S, OnChainVoucher, PaymentScheme, Revocation, SigningPlan, echo_extensions,
+                   signed_at_from, valid_after_for)
 
 SCHEMES: dict[str, PaymentScheme] = {s.name: s for s in (eip3009.SCHEME, permit2.SCHEME)}
 DEFAULT = eip3009.SCHEME
@@ -32,6 +33,16 @@ def deadline_of(payload: Mapping[str, Any]) -> Any:
     return None
 
 
+def signed_at_of(payload: Mapping[str, Any]) -> int | None:
+    """When a stored voucher was signed (its `validAfter` + the signing margin), whichever scheme signed it;
+    None when it carries no date (signed with validAfter 0, as the upstream skill and older versions do)."""
+    for scheme in SCHEMES.values():
+        value = scheme.valid_after(payload)
+        if value not in (None, ""):
+            return signed_at_from(value)
+    return None
+
+
 def identify(auth: Mapping[str, Any], payment: Mapping[str, Any]) -> OnChainVoucher | None:
     """A stored voucher as the chain knows it, by whichever scheme signed it; None when none recognises it."""
     for scheme in SCHEMES.values():
@@ -42,4 +53,4 @@ def identify(auth: Mapping[str, Any], payment: Mapping[str, Any]) -> OnChainVouc
 
 
 __all__ = ["SCHEMES", "DEFAULT", "PaymentScheme", "SigningPlan", "OnChainVoucher", "Revocation", "for_extra", "of",
-           "deadline_of", "echo_extensions", "identify"]
+           "deadline_of", "signed_at_of", "echo_extensions", "identify", "SIGNING_MARGIN_S", "valid_after_for"]

@@ -15,6 +15,7 @@ import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from ..extensions import echo as extensions_echo
 from ..offer import PaymentOption
 
 if TYPE_CHECKING:
@@ -22,6 +23,25 @@ if TYPE_CHECKING:
 
 # (address, EIP-712 typed data) -> 0x signature: the remote signer, or a test key.
 SignTypedData = Callable[[str, dict], str]
+
+# A voucher becomes valid this long before it was signed (as Obol's clientsign.go does): far enough back
+# for a signer whose clock runs ahead of the chain's, and exact enough that `validAfter + SIGNING_MARGIN_S`
+# tells when it was signed, which the spend caps fall back to when the signing record is gone.
+SIGNING_MARGIN_S = 300
+
+
+def valid_after_for(signed_at: int) -> int:
+    """The `validAfter` of a voucher signed at `signed_at` (unix seconds)."""
+    return max(0, int(signed_at) - SIGNING_MARGIN_S)
+
+
+def signed_at_from(valid_after: Any) -> int | None:
+    """When a voucher was signed, from its `validAfter`; None for 0 / missing (signed without a date)."""
+    try:
+        value = int(valid_after)
+    except (TypeError, ValueError):
+        return None
+    return value + SIGNING_MARGIN_S if value > 0 else None
 
 _DOMAIN_FIELDS = {
     "name": {"name": "name", "type": "string"},
@@ -92,12 +112,16 @@ class PaymentScheme(abc.ABC):
 
     @abc.abstractmethod
     def sign(self, sign_typed: SignTypedData, option: PaymentOption, *, payer: str, deadline: int,
-             index: int, plan: SigningPlan, extensions: dict | None) -> dict:
-        """Voucher number `index` of a batch, in `spec.preSignedAuths` form."""
+             index: int, plan: SigningPlan, extensions: dict | None, valid_after: int = 0) -> dict:
+        """Voucher number `index` of a batch, in `spec.preSignedAuths` form, payable from `valid_after`."""
 
     @abc.abstractmethod
     def deadline(self, payload: Mapping[str, Any]) -> Any:
         """When a stored voucher's payload stops being payable (raw value), or None if not this scheme's."""
+
+    @abc.abstractmethod
+    def valid_after(self, payload: Mapping[str, Any]) -> Any:
+        """From when a stored voucher's payload is payable (raw value), or None if not this scheme's."""
 
     # -- the voucher on chain ------------------------------------------------------------------
     @abc.abstractmethod
@@ -155,10 +179,8 @@ def voucher(option: PaymentOption, auth_id: str, payload: dict, extensions: Mapp
 
 
 def echo_extensions(extensions: Mapping[str, Any] | None) -> dict | None:
-    """The 402's extensions as a voucher echoes them: only `{"info": …}` (schemas dropped to keep the CR small)."""
-    echoed = {key: {"info": copy.deepcopy(value["info"])}
-              for key, value in (extensions or {}).items() if isinstance(value, Mapping) and "info" in value}
-    return echoed or None
+    """The 402's extensions as a voucher echoes them (buy_x402/extensions.py has the rules)."""
+    return extensions_echo(extensions)
 
 
 def int_or_none(value: Any) -> int | None:
@@ -168,5 +190,7 @@ def int_or_none(value: Any) -> int | None:
         return None
 
 
-__all__ = ["PaymentScheme", "SigningPlan", "OnChainVoucher", "Revocation", "EventQuery", "int_or_none", "SignTypedData", "chain_id", "typed_data", "accepted", "voucher",
+__all__ = ["PaymentScheme", "SigningPlan", "OnChainVoucher", "Revocation", "EventQuery", "int_or_none",
+           "SignTypedData", "SIGNING_MARGIN_S", "valid_after_for", "signed_at_from", "chain_id", "typed_data",
+           "accepted", "voucher",
            "echo_extensions"]

@@ -55,9 +55,10 @@ class Eip3009(PaymentScheme):
             name, version = FALLBACK_DOMAIN
         return {"name": name, "version": version, "chainId": chain_id(option), "verifyingContract": option.asset}
 
-    def typed_data(self, option: PaymentOption, *, payer: str, nonce: str, deadline: int) -> dict:
+    def typed_data(self, option: PaymentOption, *, payer: str, nonce: str, deadline: int,
+                   valid_after: int = 0) -> dict:
         """TransferWithAuthorization from `payer` to the seller for exactly the offer's amount."""
-        message = {"from": payer, "to": option.pay_to, "value": str(option.amount), "validAfter": "0",
+        message = {"from": payer, "to": option.pay_to, "value": str(option.amount), "validAfter": str(int(valid_after)),
                    "validBefore": str(int(deadline)), "nonce": nonce}
         return typed_data(self.domain(option), "TransferWithAuthorization",
                           {"TransferWithAuthorization": TRANSFER_WITH_AUTHORIZATION}, message)
@@ -72,12 +73,15 @@ class Eip3009(PaymentScheme):
         return SigningPlan()  # the token checks balance and nonce when the voucher is redeemed
 
     def sign(self, sign_typed: SignTypedData, option: PaymentOption, *, payer: str, deadline: int,
-             index: int, plan: SigningPlan, extensions: dict | None) -> dict:
-        typed = self.typed_data(option, payer=payer, nonce=new_nonce(), deadline=deadline)
+             index: int, plan: SigningPlan, extensions: dict | None, valid_after: int = 0) -> dict:
+        typed = self.typed_data(option, payer=payer, nonce=new_nonce(), deadline=deadline, valid_after=valid_after)
         return self.auth_object(option, typed, sign_typed(payer, typed), extensions=extensions)
 
     def deadline(self, payload: Mapping[str, Any]) -> Any:
         return (payload.get("authorization") or {}).get("validBefore")
+
+    def valid_after(self, payload: Mapping[str, Any]) -> Any:
+        return (payload.get("authorization") or {}).get("validAfter")
 
     # -- the voucher on chain ------------------------------------------------------------------
     def identify(self, auth: Mapping[str, Any], payment: Mapping[str, Any]) -> OnChainVoucher | None:

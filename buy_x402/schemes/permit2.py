@@ -76,8 +76,9 @@ class Permit2(PaymentScheme):
     def domain(self, option: PaymentOption) -> dict:
         return {"name": "Permit2", "chainId": chain_id(option), "verifyingContract": PERMIT2_ADDRESS}
 
-    def typed_data(self, option: PaymentOption, *, payer: str, nonce: int, deadline: int) -> dict:
-        """PermitWitnessTransferFrom for the x402 exact proxy, witness {to: payTo, validAfter 0}.
+    def typed_data(self, option: PaymentOption, *, payer: str, nonce: int, deadline: int,
+                   valid_after: int = 0) -> dict:
+        """PermitWitnessTransferFrom for the x402 exact proxy, witness {to: payTo, validAfter}.
 
         `payer` is not part of the signed message (Permit2 recovers it); it is accepted so every
         scheme builds its typed data the same way.
@@ -85,7 +86,7 @@ class Permit2(PaymentScheme):
         del payer
         message = {"permitted": {"token": option.asset, "amount": str(option.amount)},
                    "spender": X402_EXACT_PERMIT2_PROXY, "nonce": str(int(nonce)), "deadline": str(int(deadline)),
-                   "witness": {"to": option.pay_to, "validAfter": "0"}}
+                   "witness": {"to": option.pay_to, "validAfter": str(int(valid_after))}}
         return typed_data(self.domain(option), "PermitWitnessTransferFrom", WITNESS_TYPES, message)
 
     def auth_object(self, option: PaymentOption, typed: dict, signature: str, *, payer: str,
@@ -113,9 +114,9 @@ class Permit2(PaymentScheme):
         return SigningPlan(permit_nonce_base=base)
 
     def sign(self, sign_typed: SignTypedData, option: PaymentOption, *, payer: str, deadline: int,
-             index: int, plan: SigningPlan, extensions: dict | None) -> dict:
+             index: int, plan: SigningPlan, extensions: dict | None, valid_after: int = 0) -> dict:
         """With a permit nonce base, voucher `index` also carries an EIP-2612 permit with nonce base+index."""
-        typed = self.typed_data(option, payer=payer, nonce=new_nonce(), deadline=deadline)
+        typed = self.typed_data(option, payer=payer, nonce=new_nonce(), deadline=deadline, valid_after=valid_after)
         signature = sign_typed(payer, typed)
         extra = dict(extensions or {})
         if plan.permit_nonce_base is not None:
@@ -125,6 +126,9 @@ class Permit2(PaymentScheme):
 
     def deadline(self, payload: Mapping[str, Any]) -> Any:
         return (payload.get("permit2Authorization") or {}).get("deadline")
+
+    def valid_after(self, payload: Mapping[str, Any]) -> Any:
+        return ((payload.get("permit2Authorization") or {}).get("witness") or {}).get("validAfter")
 
     # -- the voucher on chain: Permit2's unordered nonces (word = nonce >> 8, bit = nonce & 0xff) --
     def identify(self, auth: Mapping[str, Any], payment: Mapping[str, Any]) -> OnChainVoucher | None:

@@ -19,10 +19,23 @@ SDK_PRICE = "1000"
 LEGACY_PRICE = "1000"
 
 
+# An extension no x402 client implements, declared required: what a seller that needs the future
+# looks like (the SDK passes any declared extension through to the 402).
+UNKNOWN_EXTENSION = "x-escrow-receipt"
+
+
 def foreign_offers() -> list[dict]:
+    """`sdk` and `legacy` (above); `pid` is an SDK offer that requires the x402 payment-identifier
+    extension (declared with the SDK's declare_payment_identifier_extension(required=True), enforced
+    with its validate_payment_identifier_requirement before verification); `future` requires an
+    extension no client implements. Unlisted: the cluster cannot pay header-only sellers anyway."""
     return [
         {"offer": "sdk", "model": "sdk-model", "price": SDK_PRICE, "listed": True, "x402Version": 2},
         {"offer": "legacy", "model": "legacy-model", "price": LEGACY_PRICE, "listed": True, "x402Version": 1},
+        {"offer": "pid", "model": "pid-model", "price": SDK_PRICE, "listed": False, "x402Version": 2,
+         "requires": "payment-identifier"},
+        {"offer": "future", "model": "future-model", "price": SDK_PRICE, "listed": False, "x402Version": 2,
+         "requires": UNKNOWN_EXTENSION},
     ]
 
 
@@ -37,6 +50,6 @@ def up(stack: Stack) -> None:
     offers = [{"offer": o["offer"], "model": o["model"], "price": o["price"], "url": f"{base}/services/{o['offer']}",
                "listed": o["listed"], "x402_version": o["x402Version"]} for o in foreign_offers()]
     stack.info["foreign"] = {"url": base, "pay_to": Account.from_key(config.SELLER_KEY).address, "offers": offers}
-    sdk, legacy = offers
+    sdk, legacy = offers[:2]
     stack.env.update(FOREIGN_SELLER_BASE_URL=base, FOREIGN_SELLER_URL=sdk["url"], FOREIGN_SELLER_MODEL=sdk["model"],
                      FOREIGN_V1_SELLER_URL=legacy["url"], FOREIGN_V1_SELLER_MODEL=legacy["model"])

@@ -18,17 +18,25 @@ from ..stack import Stack
 
 MULTI_PRICES = ("3000", "1000")
 DRIFT_PRICE = "1000"
+AGENT_PRICE = "2000"
+HTTP_PRICE = "500"
 PRICES_DIR = "seller-prices"  # under the stack dir: one file per movable offer, holding its atomic price
 
 
 def extra_offers() -> list[dict]:
     """Offers beyond config.OFFERS: `multi` has two payment options (payment-choice tests), unlisted so
     LiteLLM does not publish it; `drift`, listed, quotes whatever its price file says at each request
-    (a seller whose price moves, or that fails)."""
+    (a seller whose price moves, or that fails); `agent` is an agent offer (agentModel/agentRuntime/
+    agentSkills in its options' extra); `weather` is a plain HTTP offer (any path, a JSON answer);
+    `members` is a SIWX-gated (`gate: auth`) route, free once signed in."""
     return [
         {"offer": "multi", "model": "multi-model", "price": MULTI_PRICES[0], "prices": list(MULTI_PRICES),
          "listed": False},
         {"offer": "drift", "model": "drift-model", "price": DRIFT_PRICE, "listed": True, "movable": True},
+        {"offer": "agent", "model": "agent-model", "type": "agent", "skills": ["addresses", "gas"],
+         "price": AGENT_PRICE, "listed": False},
+        {"offer": "members", "model": "members-data", "gate": "auth", "price": "0", "listed": False},
+        {"offer": "weather", "model": "weather-api", "type": "http", "price": HTTP_PRICE, "listed": False},
     ]
 
 
@@ -53,7 +61,8 @@ def up(stack: Stack) -> None:
     prices.mkdir(exist_ok=True)
     served = []
     for offer in all_offers():
-        entry = {"offer": offer["offer"], "model": offer["model"]}
+        entry = {"offer": offer["offer"], "model": offer["model"],
+                 **{key: offer[key] for key in ("type", "skills", "gate") if key in offer}}
         if offer.get("movable"):
             (prices / offer["offer"]).write_text(offer["price"])
             entry["price_file"] = str(prices / offer["offer"])
@@ -69,7 +78,8 @@ def up(stack: Stack) -> None:
                      timeout=60, interval=0.2)
 
     offers = [{"offer": o["offer"], "model": o["model"], "price": o["price"], "url": f"{base}/services/{o['offer']}",
-               "listed": o["listed"], "x402_version": 2, **({"prices": o["prices"]} if "prices" in o else {}),
+               "listed": o["listed"], "x402_version": 2,
+               "type": o.get("type", "http" if o.get("gate") else "inference"), **({"prices": o["prices"]} if "prices" in o else {}),
                **({"price_file": str(prices / o["offer"])} if o.get("movable") else {})}
               for o in all_offers()]
     stack.info["seller"] = {"url": base, "pay_to": Account.from_key(config.SELLER_KEY).address, "offers": offers,

@@ -18,11 +18,19 @@ payment whose `accepted.network` is the legacy alias gets: it passes the gateway
 match (§2d) and goes on as sent, and the SDK facilitator knows its v2 scheme only as the CAIP-2 name.
 The x402-buyer always sends CAIP-2 (§1 c2), and so does `buy.py pay` (the first spelling offered).
 
-Not served: the HTML 402 the real gateway sends to browsers (`Accept: text/html`), the service
-catalog behind the `Link` header, SIWX, agent offers; no client of the devstack asks for them.
+Every 402 carries the route's `bazaar` extension (chat-completions shape for inference and agent
+offers, bazaar.go), and an agent offer's options carry agentModel/agentRuntime/agentSkills in
+`extra` (mergeAgentExtras); `go` classifies offers by them. A `gate: auth` route is SIWX-gated
+(devstack/sim/seller_siwx.py, obol-wire.md §4) in front of an upstream that echoes the
+`X-Verified-Wallet` it was given.
 
-Offers file: a JSON list of {"offer", "model", "prices": [atomic, ...]} or {"offer", "model",
-"price_file"}; a price file is read at every request (a seller whose price moves), a missing one makes
+Not served: the HTML 402 the real gateway sends to browsers (`Accept: text/html`), the service
+catalog behind the `Link` header, SIWX sessions and sign-in pages, the payer system message of agent
+offers (the upstream's answer is canned; an `http` offer's upstream answers any method and path
+with a small JSON document); no client of the devstack asks for them.
+
+Offers file: a JSON list of {"offer", "model", "type"?, "gate"?, "prices": [atomic, ...]} or
+{"offer", "model", "price_file"}; `type` is inference (default) or agent; a price file is read at every request (a seller whose price moves), a missing one makes
 the gateway answer 500 (a seller whose pricing broke), and text that is not a number is advertised
 as it is (a seller whose 402 is malformed).
 """
@@ -39,6 +47,7 @@ from eth_account import Account
 
 from .. import answers, config
 from ..loopback import LoopbackHandler, make_server
+from . import seller_siwx
 from . import seller_wire as wire
 
 MAX_TIMEOUT_SECONDS = 300
@@ -63,6 +72,7 @@ class Gateway:
         from x402.mechanisms.evm.exact import register_exact_evm_facilitator
 
         self.offers = {o["offer"]: o for o in offers}
+        self.siwx = seller_siwx.Authenticator()
         self.pay_to = Account.from_key(config.SELLER_KEY).address
         self.facilitator = x402FacilitatorSync()
         register_exact_evm_facilitator(self.facilitator, FacilitatorWeb3Signer(
@@ -78,6 +88,8 @@ class Gateway:
         else:
             prices = [str(p) for p in offer["prices"]]
         extra = {"name": "USDC", "version": "2", "assetTransferMethod": "eip3009"}
+        if offer.get("type") == "agent":  # mergeAgentExtras
+            extra.update(agentModel=offer["model"], agentRuntime="hermes", agentSkills=list(offer.get("skills") or []))
         return [wire.requirement(config.CAIP2, price, config.USDC_ADDRESS, self.pay_to, MAX_TIMEOUT_SECONDS, extra)
                 for price in prices]
 
@@ -118,6 +130,9 @@ class Handler(LoopbackHandler):
         if offer is None:
             self.send_body(404, b"404 page not found\n", "text/plain; charset=utf-8")
             return
+        if offer.get("gate") == "auth":
+            self._auth_route(offer, parts, is_post)
+            return
         try:
             requirements = self.gateway.requirements(offer)
         except PricingBroken as exc:
@@ -126,8 +141,11 @@ class Handler(LoopbackHandler):
             return
         resource_url = f"http://{self.headers.get('Host', '127.0.0.1')}{self.path}"
 
+        extensions = {"bazaar": wire.bazaar(offer.get("type", "inference"), offer["model"])}
+
         def challenge(failure: dict | None = None) -> None:
-            data = wire.payment_required_body(resource_url, parts.path, requirements, failure=failure)
+            data = wire.payment_required_body(resource_url, parts.path, requirements, extensions=extensions,
+                                              failure=failure)
             self.send_body(402, data, "application/json", wire.payment_required_headers(data))
 
         header = wire.payment_header(self.headers)
@@ -162,10 +180,32 @@ class Handler(LoopbackHandler):
             return
         self._serve_paid(offer, parts.path, body, is_post, sdk_payload, sdk_requirements, matched, challenge)
 
+    def _auth_route(self, offer: dict, parts, is_post: bool) -> None:
+        """A gate:auth route (devstack/sim/seller_siwx.py): SIWX, then the upstream with X-Verified-Wallet."""
+        host = seller_siwx.request_host(self.headers)
+        try:
+            wallet = self.gateway.siwx.authenticate(self.headers, host, time.time())
+        except seller_siwx.Refused as exc:
+            log(f"siwx refused on {parts.path}: {exc}")
+            headers, body = self.gateway.siwx.challenge(offer["offer"], host, f"https://{host}{parts.path}", str(exc))
+            self.send_body(401, body, "application/json", headers)
+            return
+        # The upstream sees only the verifier's X-Verified-Wallet (a client's own is stripped); it echoes it.
+        upstream = {"offer": offer["offer"], "method": "POST" if is_post else "GET", "path": parts.path,
+                    "verifiedWallet": wallet, "content": f"members-only answer from {offer['offer']}"}
+        self.send_body(200, json.dumps(upstream).encode(), "application/json")
+
     def _serve_paid(self, offer: dict, path: str, body: bytes, is_post: bool, sdk_payload, sdk_requirements,
                     matched: dict, challenge) -> None:
         rest = path.split("/", 3)[3] if path.count("/") >= 3 else ""
         rest = "/" + rest if rest else ""
+        if offer.get("type") == "http":  # an HTTP offer's upstream: any method and path, a JSON answer
+            data = {"offer": offer["offer"], "method": "POST" if is_post else "GET", "path": rest or "/",
+                    "content": f"paid data from {offer['model']}"}
+            headers = self._settle(sdk_payload, sdk_requirements, matched, challenge)
+            if headers is not None:
+                self.send_body(200, json.dumps(data).encode(), "application/json", headers)
+            return
         if not is_post or rest not in CHAT_PATHS:
             self.send_body(404 if is_post else 405, b'{"error":"not found"}', "application/json")
             return  # upstream >= 400: no settlement

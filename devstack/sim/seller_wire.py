@@ -33,6 +33,40 @@ CATALOG_LINK = '</api/services.json>; rel="catalog"'
 REQUIREMENT_FIELDS = ("scheme", "network", "asset", "amount", "payTo", "maxTimeoutSeconds")
 
 
+def bazaar(offer_type: str, model: str) -> dict:
+    """extensions.bazaar of a route (bazaar.go): inference and agent offers get the chat-completions
+    example and schema, everything else the generic JSON shape."""
+    envelope = lambda body: {  # noqa: E731 (bazaarBodySchema)
+        "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+        "properties": {
+            "input": {"type": "object", "properties": {
+                "type": {"type": "string", "const": "http"},
+                "method": {"type": "string", "enum": ["POST", "PUT", "PATCH"]},
+                "bodyType": {"type": "string", "enum": ["json", "form-data", "text"]}, "body": body,
+                "queryParams": {"type": "object", "additionalProperties": {"type": "string"}},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}}},
+                "required": ["type", "method", "bodyType", "body"], "additionalProperties": False},
+            "output": {"type": "object", "properties": {"type": {"type": "string"}, "example": {"type": "object"}},
+                       "required": ["type"]}},
+        "required": ["input"]}
+    if offer_type not in ("inference", "agent"):
+        return {"info": {"input": {"type": "http", "method": "POST", "bodyType": "json", "body": {}},
+                         "output": {"type": "json", "example": {}}},
+                "schema": envelope({"type": "object", "additionalProperties": True})}
+    model = model or "your-model-id"
+    chat_body = {"type": "object", "required": ["model", "messages"], "additionalProperties": True,
+                 "properties": {"model": {"type": "string"}, "messages": {"type": "array"},
+                                "stream": {"type": "boolean"}, "max_tokens": {"type": "integer", "minimum": 1}}}
+    return {"info": {"input": {"type": "http", "method": "POST", "bodyType": "json",
+                               "body": {"model": model, "messages": [{"role": "user", "content": "Hello"}]}},
+                     "output": {"type": "json", "example": {
+                         "id": "chatcmpl-example", "object": "chat.completion", "model": model,
+                         "choices": [{"index": 0, "message": {"role": "assistant",
+                                                              "content": "Hello! How can I help you today?"},
+                                      "finish_reason": "stop"}]}}},
+            "schema": envelope(chat_body)}
+
+
 def resolve_caip2(network: str) -> str | None:
     if network in ALIAS_OF:
         return network

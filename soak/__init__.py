@@ -1,0 +1,1 @@
+"""Fault injection against the devstack (`make soak`); see faults.py."""
