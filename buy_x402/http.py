@@ -88,12 +88,17 @@ class _Watchdog:
         self._thread: threading.Thread | None = None
 
     def add(self, exchange: Exchange) -> None:
+        """Wake the thread only when `exchange` is due before everything it already waits for: in a
+        batch every exchange is due later than the one before, so the thread sleeps through it (a
+        wake-up per exchange was a thread switch per signature: bench/presign.py)."""
         with self._cond:
+            earliest = self._heap[0][0] if self._heap else None
             heapq.heappush(self._heap, (exchange.due, next(self._counter), exchange))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="http-deadlines", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if earliest is None or exchange.due < earliest:
+                self._cond.notify()
 
     def _run(self) -> None:
         while True:

@@ -6,24 +6,42 @@ never written with fewer vouchers than it claims.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import re
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from typing import Callable
+import threading
+from typing import Callable, Iterator
 
 import requests
 
 from . import extensions as x402_extensions
 from . import schemes
 from .errors import SignerError
+from .direct_http import DirectConnection
 from .http import send
 from .offer import PaymentOption
 from .schemes import SigningPlan
+from .schemes.base import SignTypedData
 
 SIGN_TIMEOUT_S = 30.0
 KEYS_TIMEOUT_S = 10.0
 _SIGNATURE = re.compile(r"^(0x)?[0-9a-fA-F]{130}$")
 
 Progress = Callable[[int, int], None]
+
+
+def _text(answer: bytes) -> str:
+    return answer[:200].decode("utf-8", "replace")
+
+
+def _refusal(status: int, body, answer: bytes, what: str) -> SignerError:
+    """A signer's non-200 answer, with its error code when it gave the API's error shape."""
+    if isinstance(body, dict) and body.get("error"):
+        signer_code = str(body.get("code") or "")
+        return SignerError(f"remote signer refused to {what}: {body['error']}"
+                           + (f" ({signer_code})" if signer_code else ""),
+                           data={"status": status, "signer_code": signer_code})
+    return SignerError(f"remote signer answered HTTP {status} to {what}: {_text(answer)}", data={"status": status})
 
 
 def normalize_signature(signature: str) -> str:
@@ -45,13 +63,7 @@ class SignerClient:
             body = response.json()
         except ValueError:
             body = None
-        if isinstance(body, dict) and body.get("error"):
-            signer_code = str(body.get("code") or "")
-            return SignerError(f"remote signer refused to {what}: {body['error']}"
-                               + (f" ({signer_code})" if signer_code else ""),
-                               data={"status": response.status_code, "signer_code": signer_code})
-        return SignerError(f"remote signer answered HTTP {response.status_code} to {what}: {response.text[:200]}",
-                           data={"status": response.status_code})
+        return _refusal(response.status_code, body, response.content, what)
 
     def address(self) -> str:
         """The wallet address: the signer's first key."""
@@ -71,15 +83,20 @@ class SignerClient:
         """The 65-byte signature (0x-hex, v 27/28) of EIP-712 `typed` by `address`."""
         url = f"{self.base_url}/api/v1/sign/{address}/typed-data"
         response = send(self.session, "POST", url, peer="remote signer", timeout=SIGN_TIMEOUT_S, json=typed)
-        if response.status_code != 200:
-            raise self._error(response, f"sign {typed.get('primaryType', 'typed data')}")
+        return self._typed_signature(response.status_code, response.content, typed)
+
+    def _typed_signature(self, status: int, answer: bytes, typed: dict) -> str:
+        what = typed.get("primaryType", "typed data")
         try:
-            signature = response.json().get("signature")
-        except (ValueError, AttributeError):
-            signature = None
+            body = json.loads(answer)
+        except ValueError:
+            body = None
+        if status != 200:
+            raise _refusal(status, body, answer, f"sign {what}")
+        signature = body.get("signature") if isinstance(body, dict) else None
         if not signature or not isinstance(signature, str) or not _SIGNATURE.match(signature):
             raise SignerError(f"remote signer returned no usable signature for {typed.get('primaryType')}: "
-                              f"{response.text[:200]}")
+                              f"{_text(answer)}")
         return normalize_signature(signature)
 
     def sign_message(self, address: str, message: str) -> str:
@@ -112,33 +129,79 @@ class SignerClient:
             raise SignerError(f"remote signer returned no signed transaction: {response.text[:200]}")
         return raw
 
-    def _batch(self, count: int, make_one: Callable[[int], dict], on_progress: Progress | None,
+    @contextlib.contextmanager
+    def _worker(self) -> Iterator[SignTypedData]:
+        """What one worker of a batch signs with: its own kept-alive connection to an http:// signer
+        (the in-pod Service) on the lean path of direct_http.py, whose CPU per signature is a fraction
+        of the session's; any other URL (https) goes through the session, one call at a time."""
+        if not self.base_url.startswith("http://"):
+            yield self.sign_typed_data
+            return
+        connection = DirectConnection(self.base_url, peer="remote signer", timeout=SIGN_TIMEOUT_S,
+                                      user_agent=str(self.session.headers.get("User-Agent") or "buy-x402"))
+
+        def sign(address: str, typed: dict) -> str:
+            status, answer = connection.post(f"/api/v1/sign/{address}/typed-data", json.dumps(typed).encode())
+            return self._typed_signature(status, answer, typed)
+        try:
+            yield sign
+        finally:
+            connection.close()
+
+    def _batch(self, count: int, make_one: Callable[[int, SignTypedData], dict], on_progress: Progress | None,
                workers: int) -> list[dict]:
-        """Run `make_one(i)` for i in 0..count-1 with bounded concurrency; results in order, all or nothing."""
+        """`make_one(i, sign)` for i in 0..count-1 on `workers` threads, each signing through its own
+        connection; results in order, all or nothing. Progress is reported in order, under one lock,
+        by the worker that finished (no thread switch per signature). After the first failure no
+        worker starts another signature; the batch ends when the ones in flight have (each has its
+        deadline), also when the calling thread is interrupted."""
         if count < 1:
             return []
         results: list[dict | None] = [None] * count
-        done = 0
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, count))) as pool:
-            futures: dict[Future, int] = {pool.submit(make_one, i): i for i in range(count)}
-            pending = set(futures)
+        lock = threading.Lock()
+        state = {"next": 0, "done": 0, "failure": None}
+
+        def work() -> None:
             try:
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                    for future in finished:
-                        results[futures[future]] = future.result()  # re-raises the first failure
-                        done += 1
-                        if on_progress:
-                            on_progress(done, count)
-            except SignerError as exc:
-                for future in pending:
-                    future.cancel()
-                raise SignerError(f"pre-signing aborted after {done}/{count} signatures: {exc.message}",
-                                  hint=exc.hint, data=exc.data) from exc
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
+                with self._worker() as sign:
+                    while True:
+                        with lock:
+                            index = state["next"]
+                            if index >= count or state["failure"] is not None:
+                                return
+                            state["next"] = index + 1
+                        result = make_one(index, sign)
+                        with lock:
+                            if state["failure"] is not None:
+                                return
+                            results[index] = result
+                            state["done"] += 1
+                            if on_progress:
+                                on_progress(state["done"], count)
+            except BaseException as exc:  # raised by the calling thread once every worker has stopped
+                with lock:
+                    if state["failure"] is None:
+                        state["failure"] = exc
+
+        threads = [threading.Thread(target=work, name=f"presign-{n}", daemon=True)
+                   for n in range(max(1, min(workers, count)))]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException as exc:  # a signal in the calling thread: nothing new starts, the ones in flight end
+            with lock:
+                state["failure"] = state["failure"] or exc
+            for thread in threads:
+                thread.join()
+            raise
+        failure = state["failure"]
+        if isinstance(failure, SignerError):
+            raise SignerError(f"pre-signing aborted after {state['done']}/{count} signatures: {failure.message}",
+                              hint=failure.hint, data=failure.data) from failure
+        if failure is not None:
+            raise failure
         return [r for r in results if r is not None]
 
     def presign(self, option: PaymentOption, *, address: str, count: int, deadline: int,
@@ -151,8 +214,8 @@ class SignerClient:
         scheme = schemes.of(option)
         plan = plan or SigningPlan()
 
-        def one(index: int) -> dict:
-            return scheme.sign(self.sign_typed_data, option, payer=address, deadline=deadline, index=index,
+        def one(index: int, sign: SignTypedData) -> dict:
+            return scheme.sign(sign, option, payer=address, deadline=deadline, index=index,
                                plan=plan, extensions=x402_extensions.for_voucher(extensions), valid_after=valid_after)
         return self._batch(count, one, on_progress, workers)
 

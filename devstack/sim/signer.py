@@ -1,6 +1,6 @@
 """Remote-signer simulator: the Obol remote-signer REST API over one key, signing with eth-account.
 
-    python -m devstack.sim.signer --port P --key-file F
+    python -m devstack.sim.signer --port P --key-file F [--latency-ms MS]
 
 API-faithful to the pod's signer (GET /healthz, GET /api/v1/keys, POST /api/v1/sign/<addr>/
 typed-data|message|hash|transaction) including its error shapes
@@ -10,10 +10,11 @@ HTTP/1.1 with Content-Length on every answer, so clients can keep one connection
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
-from ..loopback import LoopbackHandler, make_server
 
+import uvicorn
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
 
@@ -105,60 +106,86 @@ SIGNERS = {"typed-data": sign_typed_data, "message": sign_message, "hash": sign_
            "transaction": sign_transaction}
 
 
-class SignerHandler(LoopbackHandler):
-    account = None  # set per server by serve()
+def sign_request(account, kind: str, raw: bytes) -> tuple[int, dict]:
+    """What the signer does with one sign request's body, after routing: decode the JSON, sign, and
+    the answer (status, JSON). `bench/presign.py` calls this in-process as the floor of its figures."""
+    try:
+        body = json.loads(raw or b"null")
+    except ValueError:
+        return 400, {"error": "body is not valid JSON", "code": "BAD_REQUEST"}
+    if not isinstance(body, dict):
+        return 400, {"error": "body must be a JSON object", "code": "BAD_REQUEST"}
+    try:
+        return 200, SIGNERS[kind](account, body)
+    except SignerError as exc:
+        return exc.status, {"error": str(exc), "code": exc.code}
+    except Exception as exc:  # an unexpected failure still answers the API's error shape
+        return 500, {"error": f"signing failed: {exc}", "code": "SIGNING_ERROR"}
 
-    def _error(self, status: int, code: str, message: str, address: str = "") -> None:
-        self.send_json(status, {"error": message, "code": code, "address": address})
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0].rstrip("/")
-        if path == "/healthz":
-            self.send_json(200, {"status": "ok"})
-        elif path == "/api/v1/keys":
-            self.send_json(200, {"keys": [self.account.address]})
-        else:
-            self._error(404, "BAD_REQUEST", f"no such endpoint: GET {path}")
+class SignerApp:
+    """The REST API as a bare ASGI app. A real signer answers over a compiled HTTP stack in tens of
+    microseconds; Python's `http.server` spent more per request than the signing itself (header parsing
+    through the email package, a thread per connection fighting over the GIL), so the benchmark would
+    have measured the simulation rather than the client (uvicorn + httptools + uvloop instead).
 
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length)
-        match = SIGN_PATH.match(self.path.split("?", 1)[0])
-        if not match:
-            self._error(404, "BAD_REQUEST", f"no such endpoint: POST {self.path}")
+    `latency_s` models the round trip to a signer pod behind a Service: each answer leaves that much
+    later, without holding anything, so concurrent requests overlap as they would on a network."""
+
+    def __init__(self, account, latency_s: float = 0.0) -> None:
+        self.account, self.latency_s = account, latency_s
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
             return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        status, value = self.route(scope["method"], scope["path"], b"".join(chunks))
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        body = json.dumps(value).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    def route(self, method: str, path: str, raw: bytes) -> tuple[int, dict]:
+        if method == "GET":
+            path = path.rstrip("/")
+            if path == "/healthz":
+                return 200, {"status": "ok"}
+            if path == "/api/v1/keys":
+                return 200, {"keys": [self.account.address]}
+            return 404, {"error": f"no such endpoint: GET {path}", "code": "BAD_REQUEST", "address": ""}
+        match = SIGN_PATH.match(path) if method == "POST" else None
+        if not match:
+            return 404, {"error": f"no such endpoint: {method} {path}", "code": "BAD_REQUEST", "address": ""}
         address = match["address"]
         if address.lower() != self.account.address.lower():
-            self._error(404, "SIGNER_NOT_FOUND", f"no key for address {address}", address)
-            return
-        try:
-            body = json.loads(raw or b"null")
-        except ValueError:
-            self._error(400, "BAD_REQUEST", "body is not valid JSON", address)
-            return
-        if not isinstance(body, dict):
-            self._error(400, "BAD_REQUEST", "body must be a JSON object", address)
-            return
-        try:
-            self.send_json(200, SIGNERS[match["kind"]](self.account, body))
-        except SignerError as exc:
-            self._error(exc.status, exc.code, str(exc), address)
-        except Exception as exc:  # an unexpected failure still answers the API's error shape
-            self._error(500, "SIGNING_ERROR", f"signing failed: {exc}", address)
+            return 404, {"error": f"no key for address {address}", "code": "SIGNER_NOT_FOUND", "address": address}
+        status, value = sign_request(self.account, match["kind"], raw)
+        return status, value if status == 200 else {**value, "address": address}
 
 
-def serve(port: int, key: str) -> None:
-    make_server(port, SignerHandler, account=Account.from_key(key)).serve_forever()
+def serve(port: int, key: str, latency_ms: float = 0.0) -> None:
+    uvicorn.run(SignerApp(Account.from_key(key), latency_ms / 1000), host="127.0.0.1", port=port, loop="uvloop",
+                http="httptools", lifespan="off", access_log=False, log_level="warning",
+                proxy_headers=False, server_header=False)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--key-file", required=True, help="file holding the hex private key")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="answer each request this much later (the network round trip to a signer pod)")
     args = parser.parse_args()
     with open(args.key_file) as f:
         key = f.read().strip()
-    serve(args.port, key)
+    serve(args.port, key, args.latency_ms)
 
 
 if __name__ == "__main__":
