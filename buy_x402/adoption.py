@@ -20,6 +20,7 @@ from .agent.runtime import AgentConfig, AgentRuntime, WriteResult
 from .errors import AgentConfigError, BuyError, DefaultNotChanged, LiteLLMError, PurchaseError
 from .litellm import LiteLLMClient
 from .peers import Peers
+from .timings import Timings
 
 PAID_PREFIX = "paid/"
 ROLLBACK_COMMAND = "buy.py default restore"
@@ -28,9 +29,11 @@ ROLLBACK_COMMAND = "buy.py default restore"
 class DefaultSwitch:
     """One change of the agent's default model; made by `open_switch`, committed by `adopt` or `undo`."""
 
-    def __init__(self, agent: AgentRuntime, config: AgentConfig, before: Snapshot) -> None:
+    def __init__(self, agent: AgentRuntime, config: AgentConfig, before: Snapshot,
+                 timings: Timings | None = None) -> None:
         self.agent, self.config, self.before = agent, config, before
         self.record = agent.record(config)
+        self.timings = timings or Timings()
 
     @property
     def current(self) -> str | None:
@@ -82,7 +85,8 @@ class DefaultSwitch:
         The record is not touched: `adopt` and `undo` keep it in step."""
         try:
             write = self.agent.write_default(self.config, self.before, model)
-            self.agent.verify(self.config, self.before, model)
+            with self.timings.phase("verify"):
+                self.agent.verify(self.config, self.before, model)
         except BaseException as err:
             with shutdown.critical():
                 self._put_back(err)
@@ -139,7 +143,7 @@ def open_switch(peers: Peers, what: str) -> Iterator[DefaultSwitch]:
             before = agent.preflight(config)
         except BuyError as err:
             raise _refuse("pre-flight", err, what) from err
-        yield DefaultSwitch(agent, config, before)
+        yield DefaultSwitch(agent, config, before, peers.timings)
 
 
 def _litellm(peers: Peers, switch: DefaultSwitch, model: str) -> LiteLLMClient:
@@ -173,7 +177,15 @@ def _live_spent(peers: Peers, purchase: str | None) -> int | None:
 
 def adopt(peers: Peers, model: str, *, purchase: str | None = None, canary: bool = True,
           auto_refill: dict | None = None) -> dict[str, Any]:
-    """Make `model` the agent's default, or raise `DefaultNotChanged` leaving the config untouched."""
+    """Make `model` the agent's default, or raise `DefaultNotChanged` leaving the config untouched.
+    Its time counts for the phase "write-default" but the canary's round trip ("canary") and the
+    read-back ("verify")."""
+    with peers.timings.phase("write-default"):
+        return _adopt(peers, model, purchase=purchase, canary=canary, auto_refill=auto_refill)
+
+
+def _adopt(peers: Peers, model: str, *, purchase: str | None, canary: bool,
+           auto_refill: dict | None) -> dict[str, Any]:
     ctx = peers.ctx
     is_paid = model.startswith(PAID_PREFIX)
     with open_switch(peers, model) as switch:
@@ -209,7 +221,8 @@ def adopt(peers: Peers, model: str, *, purchase: str | None = None, canary: bool
             ctx.notify(f"Canary: one paid request through LiteLLM as {model} (spends one voucher) ...")
             spent_before = _live_spent(peers, purchase)
             try:
-                answer = llm.canary(model)
+                with peers.timings.phase("canary"):
+                    answer = llm.canary(model)
             except BuyError as err:
                 raise _refuse("canary", err, model) from err
             result["canary"] = {"status": answer.get("status"), "spent_voucher": True,

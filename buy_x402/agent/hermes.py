@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ class HermesRuntime:
         self.cli = settings.agent_cli
         self.cli_timeout_s = cli_timeout_s
         self._lock: ConfigLock | None = None
+        self.cli_seconds = 0.0  # spent in the Hermes CLI's own runs (the run's timings report it)
 
     # --- which file (set-default step 2) ---------------------------------------------------------
 
@@ -256,17 +258,21 @@ class HermesRuntime:
         env = dict(os.environ)  # the child's environment, not a setting: HERMES_HOME must be the resolved home
         env["HERMES_HOME"] = str(config.home)
         held = self._lock.fileno() if self._lock is not None else None
-        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True,
-                                pass_fds=(held,) if held is not None else (), preexec_fn=die_with_parent())
+        started = time.perf_counter()
         try:
-            out, err = proc.communicate(timeout=timeout_s)
-        except BaseException:  # a timeout, or a signal (its own session receives none from the terminal)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with shutdown.critical():  # reap it before the lock can be released
-                proc.communicate()
-            raise
+            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True,
+                                    pass_fds=(held,) if held is not None else (), preexec_fn=die_with_parent())
+            try:
+                out, err = proc.communicate(timeout=timeout_s)
+            except BaseException:  # a timeout, or a signal (its own session receives none from the terminal)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with shutdown.critical():  # reap it before the lock can be released
+                    proc.communicate()
+                raise
+        finally:
+            self.cli_seconds += time.perf_counter() - started
         return proc.returncode, out, err
 
     def write_default(self, config: AgentConfig, before: Snapshot, model: str) -> WriteResult:

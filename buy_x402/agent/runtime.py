@@ -45,6 +45,7 @@ class ScheduledJob:
 
 class AgentRuntime(Protocol):
     name: str
+    cli_seconds: float  # time spent in the runtime's own CLI this run (for the run's timings)
 
     def resolve(self) -> AgentConfig:
         """The config file the agent reads, exactly as the runtime itself would pick it."""

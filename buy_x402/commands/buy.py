@@ -50,9 +50,13 @@ def run(ctx: Context, args: Namespace) -> Result:
     alias = purchases.alias_for(args.model)
     endpoint = x402.normalize_endpoint(args.endpoint)
 
-    # 1. Price.
+    # 1. Price. (The run's phases, for `timings`: probe, wallet, write, sign, write, ready, and the
+    # adoption's write-default, canary, verify; then schedule.)
+    timings = peers.timings
+    timings.switch("probe")
     ctx.notify(f"Probing {endpoint} ...")
     offer = x402.probe(peers.session, endpoint, args.model)
+    timings.switch("wallet")
     wallet = peers.signer.address()
     option = choose(peers, offer, wallet, index=args.payment_option, token=args.token, network=args.network,
                     eligible=lambda o: cluster.can_spend(offer, o), eligible_reason="the cluster can spend").option
@@ -101,6 +105,7 @@ def run(ctx: Context, args: Namespace) -> Result:
     plan = preflight(peers, option, wallet, offered_extensions=offer.extensions)
 
     # 4. Cluster state: one owner per model; a top-up only of a live, converged purchase.
+    timings.switch("write")
     items = peers.kube.list()
     owner = purchases.model_owner_conflict(items, args.name, args.model)
     if owner:
@@ -164,11 +169,13 @@ def run(ctx: Context, args: Namespace) -> Result:
                                    limits=limits, price=price, fmt=fmt, namespace=namespace,
                                    new_purchase=existing is None, notify=ctx.notify)
     try:
+        timings.switch("sign")
         ctx.notify(f"Signing {count} authorizations at {price_text} each (total {fmt(total)}) ...")
         auths = presign(peers, option, wallet, count, valid_before, offer, plan, signed_at=signed_at)
     except BaseException:
         reservation.release()  # nothing was written: the signed vouchers are discarded
         raise
+    timings.switch("write")
 
     # 7. Declare.
     recheck = None if existing is None else spending.conflict_recheck(ledger, signing, limits=limits, price=price,
@@ -199,7 +206,9 @@ def run(ctx: Context, args: Namespace) -> Result:
     # From here the purchase exists and is funded: whatever breaks or stops the run, its facts are
     # reported (exit 3 or 4, or the signal's code), never lost behind a bare error.
     try:
-        return _after_purchase(peers, ctx, args, written, data, alias, policy)
+        result = _after_purchase(peers, ctx, args, written, data, alias, policy)
+        data["timings"] = peers.timings_report()
+        return result
     except Interrupted as exc:
         exc.data = {**data, **exc.data}
         exc.note = exc.note or (f"PurchaseRequest {args.name} was written and is funded with {data['pool']} vouchers; "
@@ -234,6 +243,7 @@ def _declare(peers: Peers, ctx: Context, args: Namespace, existing: dict | None,
 def _after_purchase(peers: Peers, ctx: Context, args: Namespace, written: dict, data: dict[str, Any],
                     alias: str, policy: dict | None) -> Result:
     # 8. Wait for Ready (watch, not poll).
+    peers.timings.switch("ready")
     ctx.notify("Waiting for the controller to reconcile the PurchaseRequest ...")
     try:
         obj, failure = _wait_ready(peers, ctx, written, args.timeout)
@@ -255,6 +265,7 @@ def _after_purchase(peers: Peers, ctx: Context, args: Namespace, written: dict, 
         return Result("buy", data, ExitCode.NOT_READY, err)
 
     # 9. Adopt.
+    peers.timings.switch(None)
     if args.set_default:
         try:
             data["set_default"] = adopt(peers, alias, purchase=args.name, canary=not args.no_canary,
@@ -267,7 +278,8 @@ def _after_purchase(peers: Peers, ctx: Context, args: Namespace, written: dict, 
                                     hint=cause.hint or "fix the cause shown", data={"step": "adopt"})
             return Result("buy", data, ExitCode.DEFAULT_NOT_CHANGED, _bought_but_not_adopted(args.name, alias, err))
         if (policy or {}).get("enabled"):
-            data["schedule"] = _ensure_schedule(peers, ctx)
+            with peers.timings.phase("schedule"):
+                data["schedule"] = _ensure_schedule(peers, ctx)
     return Result("buy", data)
 
 

@@ -21,8 +21,9 @@ def run(ctx: Context, args: Namespace) -> Result:
         try:
             data = adopt(peers, args.model, canary=not args.no_canary)
         except DefaultNotChanged as err:
-            return Result("default", {"action": "set", "model": args.model}, err.exit_code, err)
-        return Result("default", {"action": "set", **data})
+            return Result("default", {"action": "set", "model": args.model, "timings": peers.timings_report()},
+                          err.exit_code, err)
+        return Result("default", {"action": "set", **data, "timings": peers.timings_report()})
     try:
         data = restore_previous_default(peers)
     except DefaultNotChanged as err:
