@@ -236,6 +236,15 @@ class KubeClient:
     def get(self, name: str) -> dict:
         return self._json("GET", f"/{name}")
 
+    def get_or_none(self, name: str) -> dict | None:
+        """The object, or None when there is none by that name (one small GET, not a list)."""
+        try:
+            return self.get(name)
+        except KubeApiError as err:
+            if err.reason == "NotFound":
+                return None
+            raise
+
     def list_with_version(self, label_selector: str | None = None) -> tuple[list[dict], str]:
         """Items plus the list's resourceVersion (to start a watch without missing events)."""
         doc = self._json("GET", params={"labelSelector": label_selector} if label_selector else None)

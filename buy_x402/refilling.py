@@ -21,7 +21,7 @@ from .amounts import auth_expiry, format_amount
 from .errors import PurchaseError
 from .offer import PaymentOption, PaymentRequired
 from .peers import Peers
-from .vouchers import dry_run_write, placeholder_auths, preflight, presign, replace_with_retry
+from .vouchers import SIGNING_WORKERS, dry_run_write, placeholder_auths, preflight, presign, replace_with_retry
 
 
 def skipped(name: str, reason: str, **facts: Any) -> dict[str, Any]:
@@ -38,10 +38,12 @@ def matching_option(offer: PaymentRequired, payment: dict) -> PaymentOption | No
     return None
 
 
-def refill(peers: Peers, obj: dict, entry: dict, *, wanted: int, reason: str, by: str) -> dict[str, Any]:
+def refill(peers: Peers, obj: dict, entry: dict, *, wanted: int, reason: str, by: str,
+           signing_workers: int = SIGNING_WORKERS) -> dict[str, Any]:
     """Sign up to `wanted` vouchers for purchase `obj` (live `entry`) and write them; the action taken.
 
-    `reason` says why a refill is made (kept in the result); `by` names the command in the signing record.
+    `reason` says why a refill is made (kept in the result); `by` names the command in the signing record;
+    `signing_workers` bounds its signatures in flight (`process` runs several refills at once).
     """
     name = obj["metadata"]["name"]
     spec = obj.get("spec") or {}
@@ -114,7 +116,8 @@ def refill(peers: Peers, obj: dict, entry: dict, *, wanted: int, reason: str, by
     reservation = spending.reserve(ledger, obj, entry, signing, limits=limits, price=price, fmt=fmt,
                                    namespace=namespace, notify=peers.ctx.notify)
     try:
-        auths = presign(peers, option, wallet, count, valid_before, offer, signing_plan, signed_at=now)
+        auths = presign(peers, option, wallet, count, valid_before, offer, signing_plan, signing_workers,
+                        signed_at=now)
         written = replace_with_retry(peers, name, obj, entry, auths, new_payment, policy, signing=signing,
                                      recheck=spending.conflict_recheck(ledger, signing, limits=limits, price=price,
                                                                        fmt=fmt, namespace=namespace))

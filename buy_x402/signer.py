@@ -57,6 +57,7 @@ class SignerClient:
     def __init__(self, session: requests.Session, base_url: str) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
+        self._address: str | None = None
 
     def _error(self, response: requests.Response, what: str) -> SignerError:
         try:
@@ -66,7 +67,13 @@ class SignerClient:
         return _refusal(response.status_code, body, response.content, what)
 
     def address(self) -> str:
-        """The wallet address: the signer's first key."""
+        """The wallet address: the signer's first key (asked once per client: `process` refills many
+        purchases from one wallet)."""
+        if self._address is None:
+            self._address = self._first_key()
+        return self._address
+
+    def _first_key(self) -> str:
         url = f"{self.base_url}/api/v1/keys"
         response = send(self.session, "GET", url, peer="remote signer", timeout=KEYS_TIMEOUT_S)
         if response.status_code != 200:

@@ -60,7 +60,7 @@ def _agent_default(peers: Peers, alias: str) -> dict[str, Any]:
 
 def run_status(ctx: Context, args: Namespace) -> Result:
     peers = Peers(ctx)
-    obj = purchases.find(peers.kube.list(), args.name)
+    obj = peers.kube.get_or_none(args.name) or purchases.find(peers.kube.list(), args.name)
     live = peers.buyer.try_status()
     entry = (live or {}).get(args.name)
     row = purchases.list_row(obj, entry)

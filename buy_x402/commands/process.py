@@ -10,19 +10,24 @@ whether no refill is configured, possible, or allowed by a spend cap.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from argparse import Namespace
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
 
 from .. import purchases, refill, refilling
 from ..adoption import PAID_PREFIX, restore_previous_default
 from ..agent.record import AdoptionRecord
-from ..errors import (AgentConfigError, BuyError, DefaultNotChanged, ExitCode, KubeApiError, TransportError,
+from ..errors import (AgentConfigError, BuyError, DefaultNotChanged, ExitCode, Interrupted, TransportError,
                       UsageError, X402BuyerError)
 from ..peers import Peers
 from ..result import Context, Result
+from ..vouchers import SIGNING_WORKERS
 
 BUYER_UNAVAILABLE = "x402-buyer status is unavailable; cannot make safe refill decisions."
+REFILL_WORKERS = 4          # refills in flight at once (bench/scale.py: 30 refills)
+REFILL_SIGNING_WORKERS = 2  # signatures in flight per refill beside others: REFILL_WORKERS x 2 at the signer
 EVENT_CHANGED_ELSEWHERE = "default_changed_elsewhere"
 # Skips that happen every run by design: not worth a line on stderr from cron every five minutes.
 _ROUTINE = ("auto-refill disabled", "auto-refill count is not configured", "remaining ")
@@ -46,9 +51,11 @@ def process(peers: Peers, name: str | None) -> Result:
     except (X402BuyerError, TransportError) as err:
         raise X402BuyerError(BUYER_UNAVAILABLE, hint=f"check the x402-buyer at {peers.settings.x402_buyer_url} "
                          f"({err.message})") from err
-    items = [purchases.find(peers.kube.list(), name)] if name else sorted(peers.kube.list(),
-                                                                           key=lambda o: o["metadata"]["name"])
-    actions = [_reconcile_one(peers, obj, live.get(obj["metadata"]["name"])) for obj in items]
+    if name:  # one small GET; the list only to name the purchases that exist when there is none
+        items = [peers.kube.get_or_none(name) or purchases.find(peers.kube.list(), name)]
+    else:
+        items = sorted(peers.kube.list(), key=lambda o: o["metadata"]["name"])
+    actions = _reconcile_all(peers, items, live)
     refilled = {a["name"] for a in actions if a["action"] == "refilled"}
     guardian = _guard_default(peers, live, items, {a["name"]: a for a in actions}, only=name)
     failures = [f"{a['name']}: {a['reason']}" for a in actions if a["action"] == "failed"]
@@ -65,30 +72,97 @@ def process(peers: Peers, name: str | None) -> Result:
     return Result("process", data)
 
 
+def _reconcile_all(peers: Peers, items: list[dict], live: dict) -> list[dict[str, Any]]:
+    """Every purchase's action, in the order of `items`. The refills that are due run at most
+    REFILL_WORKERS at a time (each signing through fewer connections, so the signer sees the same
+    load as one refill); what each says on stderr is held and said in the order of `items`, so the
+    output is the same whichever refill finishes first."""
+    plans = [(obj, live.get(obj["metadata"]["name"])) for obj in items]
+    due = [i for i, (obj, entry) in enumerate(plans)
+           if entry is not None and refill.plan_refill(int(entry.get("remaining") or 0),
+                                                       (obj.get("spec") or {}).get("autoRefill")).refill]
+    if len(due) < 2:
+        return [_reconcile_one(peers, obj, entry) for obj, entry in plans]
+    _build_shared_clients(peers)
+    views = {i: Held(peers) for i in due}
+    workers = min(REFILL_WORKERS, len(due))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refill")
+    futures = {i: pool.submit(_reconcile_one, views[i].peers, *plans[i], signing_workers=REFILL_SIGNING_WORKERS)
+               for i in due}
+    actions: list[dict[str, Any]] = []
+    try:
+        for i, (obj, entry) in enumerate(plans):
+            if i in futures:
+                actions.append(futures[i].result())
+                views[i].say()
+            else:
+                actions.append(_reconcile_one(peers, obj, entry))
+    except Interrupted as exc:  # nothing new starts; the refills in flight end (each has its deadlines)
+        pool.shutdown(wait=True, cancel_futures=True)
+        finished = [futures[i].result() for i in due
+                    if futures[i].done() and not futures[i].cancelled() and futures[i].exception() is None]
+        if any(action["action"] == "refilled" for action in finished):
+            exc.data = {**exc.data, "purchases": finished}
+            exc.note = ("the refills already running when it came were finished and written (reported here); "
+                        "no other purchase was touched")
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return actions
+
+
+def _build_shared_clients(peers: Peers) -> None:
+    """Build the clients every refill shares before the threads start (each would otherwise build its
+    own), and the wallet address once."""
+    peers.session, peers.kube, peers.chain, peers.buyer  # noqa: B018 - cached properties
+    with contextlib.suppress(BuyError):  # a failure is each refill's to report
+        peers.signer.address()
+        peers.agent_config  # noqa: B018
+
+
+class Held:
+    """A view of `peers` for one refill that runs beside others: its notes and warnings are held
+    until `say` (in the order of the purchases); its signing progress is not shown."""
+
+    def __init__(self, peers: Peers) -> None:
+        self.lines: list[tuple[Callable[[str], None], str]] = []
+        ctx = peers.ctx
+        held = Context(settings=ctx.settings, notify=lambda text: self.lines.append((ctx.notify, text)),
+                       warn=lambda text: self.lines.append((ctx.warn, text)), progress=lambda *_: None,
+                       stream=None)
+        self.peers = peers.sharing(held)
+
+    def say(self) -> None:
+        for say, text in self.lines:
+            say(text)
+
+
 def _skip(peers: Peers, name: str, reason: str) -> dict[str, Any]:
     if not reason.startswith(_ROUTINE):
         peers.ctx.notify(f"{name}: {reason}")
     return {"name": name, "action": "skipped", "reason": reason}
 
 
-def _reconcile_one(peers: Peers, obj: dict, entry: dict | None) -> dict[str, Any]:
+def _reconcile_one(peers: Peers, obj: dict, entry: dict | None, *,
+                   signing_workers: int = SIGNING_WORKERS) -> dict[str, Any]:
     name = obj["metadata"]["name"]
     if entry is None:
         return _skip(peers, name, "not live in x402-buyer status yet; skipping")
     try:
-        return _reconcile(peers, obj, entry)
+        return _reconcile(peers, obj, entry, signing_workers)
     except BuyError as err:
         peers.ctx.notify(f"{name}: reconcile failed: {err.message}")
         return {"name": name, "action": "failed", "reason": f"reconcile failed: {err.message}",
                 "error": {"code": err.code, "message": err.message}}
 
 
-def _reconcile(peers: Peers, obj: dict, entry: dict) -> dict[str, Any]:
+def _reconcile(peers: Peers, obj: dict, entry: dict, signing_workers: int) -> dict[str, Any]:
     """§13.2 for one purchase: a refill when the pool is at or below the threshold (refilling.py)."""
     plan = refill.plan_refill(int(entry.get("remaining") or 0), (obj.get("spec") or {}).get("autoRefill"))
     if not plan.refill:
         return _skip(peers, obj["metadata"]["name"], plan.reason)
-    action = refilling.refill(peers, obj, entry, wanted=plan.count, reason=plan.reason, by="process")
+    action = refilling.refill(peers, obj, entry, wanted=plan.count, reason=plan.reason, by="process",
+                              signing_workers=signing_workers)
     if action["action"] == "skipped":
         peers.ctx.notify(f"{action['name']}: {action['reason']}")
     return action
@@ -140,7 +214,7 @@ def _guard_default(peers: Peers, live: dict, items: list[dict], actions: dict[st
         entry = live.get(purchase or "")
         obj = next((o for o in items if o["metadata"]["name"] == purchase), None)
         if obj is None:
-            obj = _get_or_none(peers, purchase)
+            obj = peers.kube.get_or_none(purchase) if purchase else None
         if obj is not None and entry is None:
             return None  # not live yet (converging): not evidence of an empty pool
         ok, why = _spendable(obj, entry)
@@ -157,17 +231,6 @@ def _guard_default(peers: Peers, live: dict, items: list[dict], actions: dict[st
         return {"action": "failed", "changed": False, "reason": err.message}
     return {**base, "action": "restored", "changed": True, "model": restored["model"],
             "reason": f"{last['adopted']} had no spendable vouchers ({why})", "restore": restored}
-
-
-def _get_or_none(peers: Peers, name: str | None) -> dict | None:
-    if not name:
-        return None
-    try:
-        return peers.kube.get(name)
-    except KubeApiError as err:
-        if err.reason == "NotFound":
-            return None
-        raise
 
 
 def _record_once(record: AdoptionRecord, last: dict, current: str | None) -> bool:

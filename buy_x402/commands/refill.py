@@ -26,7 +26,7 @@ def run(ctx: Context, args: Namespace) -> Result:
     if args.count is not None and not 1 <= args.count <= MAX_REFILL_COUNT:
         raise UsageError(f"--count must be between 1 and {MAX_REFILL_COUNT} (got {args.count})")
     peers = Peers(ctx, pool_size=SIGNING_WORKERS + 2)
-    obj = purchases.find(peers.kube.list(), args.name)
+    obj = peers.kube.get_or_none(args.name) or purchases.find(peers.kube.list(), args.name)
     name = args.name
     try:
         entry = peers.buyer.status().get(name)
