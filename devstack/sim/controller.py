@@ -20,7 +20,10 @@ purchase_lifecycle_test.go@e8ca640d, the newest behaviour seen):
 - deletion drains: Deleting/Draining while the buyer still holds vouchers, then the buyer files go,
   the buyer reloads and the finalizer is removed.
 Its informer has no resync: a Ready purchase is reconciled again only when an event arrives for it,
-so its status counters follow the buyer only then. Where the reference is silent it follows the
+so its status counters follow the buyer only then. Like a controller-runtime client, it lists from the
+informer's cache (the objects its list and watch delivered), not from the API server: a live LIST of
+every purchase in each reconcile made the API server the bottleneck of a namespace with hundreds of
+purchases (bench/scale.py), which the real controller does not do. Where the reference is silent it follows the
 newest behaviour described: the DuplicateModel owner is the purchase already Configured (else the
 older one), and a draining purchase is requeued every 5 s like a purchase that is not Ready.
 LiteLLM here has a static config listing every devstack offer (no database for /model/new), so
@@ -70,6 +73,7 @@ class Controller:
         self.executor = ThreadPoolExecutor(max_workers=4)
         self.listed = threading.Event()
         self.local = threading.local()
+        self.cache: dict[str, dict] = {}        # the informer's view: name -> the object last delivered
 
     @property
     def http(self) -> requests.Session:
@@ -125,6 +129,8 @@ class Controller:
         while True:
             try:
                 listing = self.kube.list()
+                with self.lock:
+                    self.cache = {obj["metadata"]["name"]: obj for obj in listing.get("items", [])}
                 for obj in listing.get("items", []):
                     self.enqueue(obj["metadata"]["name"])
                 if not self.listed.is_set():
@@ -142,8 +148,11 @@ class Controller:
                         log(f"{name}: deleted")
                         with self.lock:
                             self.requeue_at.pop(name, None)
+                            self.cache.pop(name, None)
                         self.synced.pop(name, None)
                     else:
+                        with self.lock:
+                            self.cache[name] = obj
                         self.enqueue(name)
             except Exception as exc:
                 log(f"watch/list failed: {exc!r}; retrying")
@@ -281,7 +290,9 @@ class Controller:
         """Another PurchaseRequest serving this model (Configured), or created earlier and not failed."""
         me, model = obj["metadata"], (obj.get("spec") or {}).get("model")
         mine = (me.get("creationTimestamp", ""), me["name"])
-        for other in self.kube.list().get("items", []):
+        with self.lock:
+            cached = list(self.cache.values())
+        for other in cached:
             meta = other["metadata"]
             if meta["name"] == me["name"] or (other.get("spec") or {}).get("model") != model:
                 continue
