@@ -8,7 +8,7 @@ are not (threshold 1). The controller reconciles them as it would any; the bench
 one is live in the x402-buyer and Ready.
 
 `buy.py` then runs as the agent runs it, pointed at counting reverse proxies in front of the kube API,
-the x402-buyer, eRPC, the seller and the signer (bench/counting_proxy.py): the calls are counted on the
+the x402-buyer, eRPC, the seller and the signer (devstack/counting_proxy.py): the calls are counted on the
 wire. `list`, `status` and `audit` are timed without the proxies (median of 3) and counted through
 them once; `process` (one refill, then `--all`) runs once, through them, its peak RSS from wait4.
 Targets: `list` and `process --all` make the same calls at every N apart from what the due refills
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eth_account import Account  # noqa: E402
 
-from bench.counting_proxy import CountingProxy  # noqa: E402
+from devstack.counting_proxy import CountingProxy  # noqa: E402
 from bench.measure import Run, median, stamp, verdict  # noqa: E402
 from buy_x402 import purchases, schemes, x402  # noqa: E402
 from buy_x402.http import make_session  # noqa: E402

@@ -55,6 +55,11 @@ def test_the_mission_adopt_chat_paid_restore_chat_free(stack):
     assert adopted["canary"]["spent_voucher"] is True
     assert adopted["rollback"] == "buy.py default restore"
     assert "spends one voucher" in result.stderr
+    # Where the time went: every phase, none negative, their sum within the total; the Hermes CLI's runs
+    # (config set, cron list/create) inside write-default and schedule.
+    timings = assert_sane_timings(result.json["timings"], ["probe", "wallet", "write", "sign", "ready",
+                                                            "write-default", "canary", "verify", "schedule"])
+    assert 0 < timings["agent_cli"] <= timings["write-default"] + timings["schedule"]
 
     # Hermes itself now reads the paid model; nothing else in the file moved.
     assert hermes_get(stack) == ALIAS
@@ -117,6 +122,15 @@ def bought(stack):
     return ALIAS
 
 
+def assert_sane_timings(timings: dict, phases: list[str]) -> dict:
+    """`timings` has exactly `phases` (in the order they began), each a non-negative number of seconds,
+    and a total no smaller than their sum; `agent_cli` (optional) is not counted as a phase."""
+    assert [k for k in timings if k not in ("total", "agent_cli")] == phases, timings
+    assert all(isinstance(v, (int, float)) and v >= 0 for v in timings.values()), timings
+    assert sum(timings[p] for p in phases) <= timings["total"] + 0.005 * len(phases), timings
+    return timings
+
+
 def read_state_file(stack) -> dict:
     import json
     path = Path(stack.env["HERMES_HOME"]) / "buy-x402" / "state.json"
@@ -140,6 +154,7 @@ def refused(stack, home: Path, *args: str, **env) -> dict:
     assert result.returncode == 4, result.stdout + result.stderr
     assert file_state(home / "config.yaml") == state
     assert result.json["error"]["code"] == "default_not_changed"
+    assert result.json["timings"]["total"] >= 0  # a refusal says where its time went too
     return result.json["error"]
 
 
@@ -237,6 +252,8 @@ def test_adopting_through_the_fallback_writer_when_the_hermes_cli_is_missing(sta
                      stack_env(stack, HERMES_HOME=str(home), HERMES_BIN=str(tmp_path / "no-hermes")))
     assert result.returncode == 0, result.stderr
     assert result.json["write"]["method"] == "fallback"
+    timings = assert_sane_timings(result.json["timings"], ["write-default", "verify"])  # no canary was sent
+    assert "agent_cli" not in timings  # no Hermes CLI ran
     assert hermes_get(stack, str(home)) == ALIAS
     assert file_state(home / "config.yaml")[1] == mode
 

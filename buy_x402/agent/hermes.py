@@ -259,18 +259,17 @@ class HermesRuntime:
         env["HERMES_HOME"] = str(config.home)
         held = self._lock.fileno() if self._lock is not None else None
         started = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True,
+                                pass_fds=(held,) if held is not None else (), preexec_fn=die_with_parent())
         try:
-            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True,
-                                    pass_fds=(held,) if held is not None else (), preexec_fn=die_with_parent())
-            try:
-                out, err = proc.communicate(timeout=timeout_s)
-            except BaseException:  # a timeout, or a signal (its own session receives none from the terminal)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                with shutdown.critical():  # reap it before the lock can be released
-                    proc.communicate()
-                raise
+            out, err = proc.communicate(timeout=timeout_s)
+        except BaseException:  # a timeout, or a signal (its own session receives none from the terminal)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with shutdown.critical():  # reap it before the lock can be released
+                proc.communicate()
+            raise
         finally:
             self.cli_seconds += time.perf_counter() - started
         return proc.returncode, out, err

@@ -114,10 +114,10 @@ def _reconcile_all(peers: Peers, items: list[dict], live: dict) -> list[dict[str
 def _build_shared_clients(peers: Peers) -> None:
     """Build the clients every refill shares before the threads start (each would otherwise build its
     own), and the wallet address once."""
-    peers.session, peers.kube, peers.chain, peers.buyer  # noqa: B018 - cached properties
-    with contextlib.suppress(BuyError):  # a failure is each refill's to report
-        peers.signer.address()
-        peers.agent_config  # noqa: B018
+    for build in (lambda: peers.session, lambda: peers.kube, lambda: peers.chain, lambda: peers.buyer,
+                  lambda: peers.signer.address(), lambda: peers.agent_config):
+        with contextlib.suppress(BuyError):  # a failure is each refill's to report
+            build()
 
 
 class Held:

@@ -1,12 +1,15 @@
 """A reverse proxy that counts the requests going through it: how many API calls a command makes, seen
-from the wire rather than taken from the code.
+from the wire rather than taken from the code (bench/scale.py), and how many were in flight at once
+(tests/test_process_concurrency.py).
 
 One proxy stands in front of one peer (the kube API, the x402-buyer, eRPC, the seller, the signer);
 the command under test is pointed at the proxy. Only requests whose User-Agent starts with
 `counted_agent` are counted, so the controller's and the buyer's own traffic through a shared peer
 (the seller) is not taken for the skill's. Each request is counted as `METHOD shape`, where the shape
 is the path with names and addresses folded (`/…/purchaserequests/{name}`), plus the JSON-RPC
-methods of an eRPC body. Answers are buffered whole (no command measured here streams).
+methods of an eRPC body. Answers are buffered whole (no command measured here streams). `delay_s`
+holds each counted answer that long (a peer far away), so requests sent side by side are seen in flight
+together.
 """
 from __future__ import annotations
 
@@ -14,11 +17,12 @@ import collections
 import json
 import re
 import threading
+import time
 from http.server import ThreadingHTTPServer
 
 import requests
 
-from devstack.loopback import LoopbackHandler
+from .loopback import LoopbackHandler
 
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
         "content-length", "content-encoding", "host"}
@@ -47,10 +51,12 @@ def shape(method: str, path: str, query: str, body: bytes) -> str:
 
 
 class CountingProxy:
-    def __init__(self, name: str, upstream: str, *, counted_agent: str, verify: str | bool = True) -> None:
+    def __init__(self, name: str, upstream: str, *, counted_agent: str, verify: str | bool = True,
+                 delay_s: float = 0.0) -> None:
         self.name, self.upstream = name, upstream.rstrip("/")
-        self.counted_agent, self.verify = counted_agent, verify
+        self.counted_agent, self.verify, self.delay_s = counted_agent, verify, delay_s
         self.counts: collections.Counter[str] = collections.Counter()
+        self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
         self.local = threading.local()
         proxy = self
@@ -74,9 +80,22 @@ class CountingProxy:
     def forward(self, handler: LoopbackHandler) -> None:
         body = handler.read_body()
         path, _, query = handler.path.partition("?")
-        if handler.headers.get("User-Agent", "").startswith(self.counted_agent):
+        counted = handler.headers.get("User-Agent", "").startswith(self.counted_agent)
+        if counted:
             with self.lock:
                 self.counts[shape(handler.command, path, query, body)] += 1
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            self._answer(handler, body, counted)
+        finally:
+            if counted:
+                with self.lock:
+                    self.in_flight -= 1
+
+    def _answer(self, handler: LoopbackHandler, body: bytes, counted: bool) -> None:
+        if counted and self.delay_s:
+            time.sleep(self.delay_s)
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in _HOP}
         try:
             answer = self.session().request(handler.command, self.upstream + handler.path, data=body or None,
