@@ -140,12 +140,15 @@ class SignerClient:
     def _worker(self) -> Iterator[SignTypedData]:
         """What one worker of a batch signs with: its own kept-alive connection to an http:// signer
         (the in-pod Service) on the lean path of direct_http.py, whose CPU per signature is a fraction
-        of the session's; any other URL (https) goes through the session, one call at a time."""
-        if not self.base_url.startswith("http://"):
+        of the session's; any other URL (https, credentials in it) goes through the session, one call
+        at a time."""
+        user_agent = str(getattr(self.session, "headers", {}).get("User-Agent") or "buy-x402")
+        try:
+            connection = DirectConnection(self.base_url, peer="remote signer", timeout=SIGN_TIMEOUT_S,
+                                          user_agent=user_agent)
+        except ValueError:
             yield self.sign_typed_data
             return
-        connection = DirectConnection(self.base_url, peer="remote signer", timeout=SIGN_TIMEOUT_S,
-                                      user_agent=str(self.session.headers.get("User-Agent") or "buy-x402"))
 
         def sign(address: str, typed: dict) -> str:
             status, answer = connection.post(f"/api/v1/sign/{address}/typed-data", json.dumps(typed).encode())

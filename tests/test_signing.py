@@ -319,3 +319,11 @@ def test_a_stored_vouchers_deadline_is_read_whichever_scheme_signed_it():
     assert schemes.deadline_of({"authorization": {"validBefore": "7"}}) == "7"
     assert schemes.deadline_of({"permit2Authorization": {"deadline": "9"}}) == "9"
     assert schemes.deadline_of({"other": {}}) is None
+
+
+def test_presign_to_a_signer_url_the_lean_path_does_not_take_goes_through_the_session(signer_url):
+    """The lean path takes plain http:// origins only; credentials in the URL (or https) go through the
+    session, one call at a time, and the batch is the same."""
+    url = signer_url.replace("http://", "http://user:secret@")
+    auths = client(url).presign(option(), address=ACCOUNT.address, count=3, deadline=DEADLINE, workers=2)
+    assert len({a["id"] for a in auths}) == 3 and _Signer.count == 3
