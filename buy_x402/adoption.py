@@ -53,8 +53,8 @@ class DefaultSwitch:
         try:
             self.record.record_pending(**entry, config=self.before.identity)
             write = self.write(model)
-            committed = True
-            shutdown.finishing()  # the switch stands: a later signal must not report it as undone
+            shutdown.commit()  # a signal that came (even one whose exception was lost) undoes it here
+            committed = True   # the switch stands: a later signal must not report it as undone
             return write
         except BaseException:
             if not committed:
@@ -70,9 +70,9 @@ class DefaultSwitch:
         try:
             write = self.write(entry["previous"])
             with shutdown.critical():
+                shutdown.commit()  # a signal that came undoes the write here; from now on the restore stands
                 self.record.pop(entry)
                 committed = True
-                shutdown.finishing()
             return write
         except BaseException:
             if not committed:

@@ -1,8 +1,7 @@
 """A minimal JSON-RPC client for the pod's eRPC gateway (`POST <ERPC_URL>/<chain>`).
 
-Reads (code, ERC-20 balance/allowance, EIP-2612 nonces, what settles a payment: receipts, the token's
-Transfer events, EIP-3009 authorizationState, Permit2's nonce bitmap; many `eth_call`s as bounded
-JSON-RPC batches, logs, blocks) and the few writes the skill makes itself: raw transactions the
+Reads (code, ERC-20 balance/allowance, EIP-2612 nonces, receipts and the token's Transfer events,
+many `eth_call`s as bounded JSON-RPC batches, logs, blocks) and the few writes the skill makes itself: raw transactions the
 remote signer signed (voucher cancellation). Errors name the chain and the method so an operator
 can tell a missing RPC route from a token that does not exist.
 """
@@ -28,8 +27,6 @@ FALLBACK_TIP_WEI = 1_000_000_000
 SELECTOR_BALANCE_OF = "70a08231"
 SELECTOR_ALLOWANCE = "dd62ed3e"
 SELECTOR_NONCES = "7ecebe00"
-SELECTOR_AUTHORIZATION_STATE = "e94a0102"   # EIP-3009 authorizationState(address,bytes32)
-SELECTOR_NONCE_BITMAP = "4fe02b44"          # Permit2 nonceBitmap(address,uint256)
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"  # Transfer(address,address,uint256)
 
 
@@ -127,21 +124,6 @@ class ChainClient:
         if result is not None and not isinstance(result, dict):
             raise ChainError(f"eth_getTransactionReceipt({tx_hash}) on {_name(chain)} returned {result!r}")
         return result
-
-    def authorization_state(self, chain: Chain | str, token: str, authorizer: str, nonce: str) -> bool:
-        """EIP-3009: whether `authorizer`'s `nonce` is used (or cancelled) on `token`."""
-        if not _is_hash(nonce):
-            raise ChainError(f"{nonce!r} is not a 32-byte EIP-3009 nonce")
-        data = "0x" + SELECTOR_AUTHORIZATION_STATE + _address_word(authorizer) + nonce[2:].lower()
-        return _uint(self.call(chain, token, data), f"authorizationState({authorizer}, {nonce}) on {token} "
-                                                    f"({_name(chain)})") != 0
-
-    def permit2_nonce_used(self, chain: Chain | str, permit2: str, owner: str, nonce: int) -> bool:
-        """Permit2's unordered nonces: bit (nonce & 255) of nonceBitmap(owner, nonce >> 8)."""
-        word = format(int(nonce) >> 8, "064x")
-        bitmap = _uint(self.call(chain, permit2, "0x" + SELECTOR_NONCE_BITMAP + _address_word(owner) + word),
-                       f"nonceBitmap({owner}) on Permit2 ({_name(chain)})")
-        return bool((bitmap >> (int(nonce) & 0xFF)) & 1)
 
     # -- many reads at once ------------------------------------------------------------------------
     def batch(self, chain: Chain | str, calls: Sequence[tuple[str, list]]) -> list[Any]:

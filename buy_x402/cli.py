@@ -88,22 +88,20 @@ def seconds(text: str) -> float:
                                          f"number (e.g. 30), got {shown(text, 40)}") from None
 
 
-def auth_ttl(text: str) -> str:
-    """A voucher lifetime: seconds (ASCII digits) or 'never'; the value is applied by `amounts`."""
-    try:
-        check_auth_ttl(text)
-    except UsageError as err:
-        raise argparse.ArgumentTypeError(f"{err.message}; {err.hint}") from None
-    return text
+def _checked_text(check):
+    """An argparse type that keeps the text once `check` accepts it; its UsageError becomes argparse's."""
+    def parse(text: str) -> str:
+        try:
+            check(text)
+        except UsageError as err:
+            raise argparse.ArgumentTypeError(f"{err.message}; {err.hint}") from None
+        return text
+    parse.__doc__ = check.__doc__
+    return parse
 
 
-def money(text: str) -> str:
-    """An amount's syntax (its scale needs the offer, so it is applied after the probe)."""
-    try:
-        check_money_syntax(text)
-    except UsageError as err:
-        raise argparse.ArgumentTypeError(f"{err.message}; {err.hint}") from None
-    return text
+auth_ttl = _checked_text(check_auth_ttl)      # seconds (ASCII digits) or 'never'; applied by `amounts`
+money = _checked_text(check_money_syntax)     # an amount's syntax; its scale needs the offer (after the probe)
 
 
 class Parser(argparse.ArgumentParser):

@@ -21,11 +21,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import schemes
 from .amounts import format_amount
 from .chain import ChainClient, transfers
-from .errors import BuyError
+from .errors import BuyError, ChainError
 from .offer import PaymentOption
-from .schemes.permit2 import PERMIT2_ADDRESS
 
 RECEIPT_WAIT_S = 10.0   # a transaction the seller names may still be propagating to our RPC node
 NONCE_WAIT_S = 6.0      # settlement may finish a block after the answer (a streamed answer settles last)
@@ -47,19 +47,14 @@ class Verification:
                 "moved": [dict(t, value=str(t["value"])) for t in self.moved]}
 
 
-def _nonce(voucher: dict) -> tuple[str, Any]:
-    """(scheme read, nonce) of a signed voucher: EIP-3009's bytes32 or Permit2's uint256."""
-    payload = voucher["payment"]["payload"]
-    if "authorization" in payload:
-        return "authorizationState", payload["authorization"]["nonce"]
-    return "permit2NonceBitmap", int(payload["permit2Authorization"]["nonce"])
-
-
-def _nonce_used(chain: ChainClient, option: PaymentOption, wallet: str, voucher: dict) -> tuple[str, bool]:
-    how, nonce = _nonce(voucher)
-    if how == "authorizationState":
-        return how, chain.authorization_state(option.chain.name, option.asset, wallet, nonce)
-    return how, chain.permit2_nonce_used(option.chain.name, PERMIT2_ADDRESS, wallet, nonce)
+def _nonce_used(chain: ChainClient, option: PaymentOption, voucher: dict) -> tuple[str, bool]:
+    """(how, used): the voucher's nonce read on chain the way its payment scheme keeps it."""
+    scheme = schemes.of(option)
+    found = scheme.identify(voucher, {"network": option.chain.name, "asset": option.asset})
+    if found is None:
+        raise ChainError(f"the voucher for {option.describe()} carries no nonce to look up")
+    to, data = scheme.state_call(found)
+    return scheme.state_read, scheme.is_used(found, chain.call(option.chain.name, to, data))
 
 
 def verify(chain: ChainClient, option: PaymentOption, wallet: str, voucher: dict, transaction: str | None, *,
@@ -92,7 +87,7 @@ def verify(chain: ChainClient, option: PaymentOption, wallet: str, voucher: dict
                 claim = "contradicted"
                 claim_note = f"the seller's transaction {transaction} is unknown to the chain after {receipt_wait_s:g} s"
         # A mined transaction of the seller's was the settlement it claims: no reason to wait for another.
-        how, used = _poll_nonce(chain, option, wallet, voucher, 0.0 if mined else nonce_wait_s, sleep, clock)
+        how, used = _poll_nonce(chain, option, voucher, 0.0 if mined else nonce_wait_s, sleep, clock)
     except BuyError as exc:
         return Verification(None, "unavailable", f"the chain could not be read: {exc.message}", transaction,
                             "absent" if not transaction else "unchecked")
@@ -113,10 +108,10 @@ def _poll(read: Callable[[], Any], wait_s: float, sleep, clock) -> Any:
         sleep(POLL_S)
 
 
-def _poll_nonce(chain, option, wallet, voucher, wait_s: float, sleep, clock) -> tuple[str, bool]:
+def _poll_nonce(chain, option, voucher, wait_s: float, sleep, clock) -> tuple[str, bool]:
     deadline = clock() + wait_s
     while True:
-        how, used = _nonce_used(chain, option, wallet, voucher)
+        how, used = _nonce_used(chain, option, voucher)
         if used or clock() >= deadline:
             return how, used
         sleep(POLL_S)

@@ -7,11 +7,17 @@ the main thread, so every `finally`/`except BaseException` on the way out runs: 
 killed, the config put back, the record settled. Code that must not be cut short once it has begun
 (a put-back, settling the record) runs inside `critical()`: a signal that arrives there is held and
 raised when the block ends. A second signal while one is being handled is only noted.
+
+The exception a handler raises can be lost: Python swallows exceptions raised inside at-fork hooks
+(spawning the Hermes CLI), `__del__` methods and weakref callbacks ("Exception ignored in …"). So a
+change commits only through `commit()`, which raises the signal that came if its exception never
+arrived; and such a lost `Interrupted` is not printed as an ignored-exception traceback.
 """
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from typing import Any, Iterator
 
@@ -58,6 +64,7 @@ def install(*, restore: bool = True) -> Iterator[None]:
     previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
     global _state
     saved, _state = _state, _State()
+    hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
     for signum in SIGNALS:
         signal.signal(signum, _handler)
     try:
@@ -66,13 +73,33 @@ def install(*, restore: bool = True) -> Iterator[None]:
         if restore:
             for signum, handler in previous.items():
                 signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+            sys.unraisablehook = hook
             _state = saved
 
 
 def finishing() -> None:
-    """The run's outcome is decided (a verified switch has been committed, or only reporting is left):
-    from here a signal is ignored, so it can no longer turn a change that stands into "interrupted"."""
+    """The run's outcome is decided (only reporting is left): from here a signal is ignored, so it can
+    no longer turn a result into "interrupted". The CLI reports a signal that came before as one."""
     _state.decided = True
+
+
+def commit() -> None:
+    """The commit point of a change (call it where undoing is still possible): raise `Interrupted` for a
+    signal that came and was not acted on (its exception lost, or held), else decide the outcome, so a
+    later signal is ignored and the change stands."""
+    if _state.received is not None and not _state.decided:
+        signum, _state.held = _state.received, None
+        raise Interrupted(signum)
+    _state.decided = True
+
+
+def _unraisable(previous: Any) -> Any:
+    """sys.unraisablehook that keeps quiet about a lost `Interrupted` (commit() raises it again)."""
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, Interrupted):
+            return
+        previous(unraisable)
+    return hook
 
 
 @contextlib.contextmanager
@@ -91,4 +118,4 @@ def critical() -> Iterator[None]:
         raise Interrupted(signum)
 
 
-__all__ = ["install", "finishing", "critical", "received", "SIGNALS"]
+__all__ = ["install", "finishing", "commit", "critical", "received", "SIGNALS"]

@@ -111,6 +111,27 @@ def offline(monkeypatch) -> Offline:
     return Offline(monkeypatch)
 
 
+AGENT_CONFIG = """\
+model:
+  api_key: sk-test-secret
+  base_url: http://127.0.0.1:9/v1
+  default: qwen3.5:9b
+  provider: custom
+terminal:
+  backend: local
+"""
+
+
+@pytest.fixture()
+def agent_home(tmp_path) -> Path:
+    """The HERMES_HOME `run_cli` points at, with an Obol-shaped config (mode 0600)."""
+    home = tmp_path / "hermes"
+    home.mkdir(mode=0o700)
+    (home / "config.yaml").write_text(AGENT_CONFIG)
+    (home / "config.yaml").chmod(0o600)
+    return home
+
+
 @pytest.fixture()
 def run_cli(offline, tmp_path):
     """`run_cli(argv, **env)`: buy.py's `cli.main` in this process, offline, with an agent pod's

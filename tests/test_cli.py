@@ -6,37 +6,13 @@ agent's config (where one is given) is byte-for-byte as before.
 """
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import pytest
 
+from helpers import file_state
+
 URL = "http://seller.invalid/services/qwen"
-CONFIG = """\
-model:
-  api_key: sk-test-secret
-  base_url: http://127.0.0.1:9/v1
-  default: qwen3.5:9b
-  provider: custom
-terminal:
-  backend: local
-"""
-
-
-def file_state(path: Path) -> tuple[str, int, int, int]:
-    st = os.stat(path)
-    return hashlib.sha256(path.read_bytes()).hexdigest(), st.st_mode & 0o7777, st.st_uid, st.st_gid
-
-
-@pytest.fixture()
-def agent_home(tmp_path) -> Path:
-    """The HERMES_HOME `run_cli` points at, with an Obol-shaped config (mode 0600)."""
-    home = tmp_path / "hermes"
-    home.mkdir(mode=0o700)
-    (home / "config.yaml").write_text(CONFIG)
-    (home / "config.yaml").chmod(0o600)
-    return home
 
 
 # --- buy: names, URLs and flags that conflict (were stack tests in test_buy.py) ------------------

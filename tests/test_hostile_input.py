@@ -12,22 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUY
-from test_cli import CONFIG, file_state
+from conftest import AGENT_CONFIG as CONFIG, BUY
+from helpers import file_state
 
 URL = "http://seller.invalid/services/qwen"
 SECRET = "s3cretpw"
 BUY_ARGS = ["buy", "t-bad", "--endpoint", URL, "--model", "deepseek-v4-pro"]
 PAY_ARGS = ["pay", URL, "--type", "inference", "--message", "hi"]
-
-
-@pytest.fixture()
-def agent_home(tmp_path) -> Path:
-    home = tmp_path / "hermes"
-    home.mkdir(mode=0o700)
-    (home / "config.yaml").write_text(CONFIG)
-    (home / "config.yaml").chmod(0o600)
-    return home
 
 
 def refused(run_cli, offline, home: Path, argv: list[str], code: int, words: str, **env: str) -> dict:

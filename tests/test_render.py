@@ -38,7 +38,7 @@ def test_every_captured_result_renders_without_reprs(command, data):
 
 
 def test_every_renderer_has_a_captured_sample():
-    missing = sorted(set(render._RENDERERS) - set(SAMPLES))
+    missing = sorted(set(render.RENDERERS) - set(SAMPLES))
     assert not missing, (f"renderers without a captured sample: {missing}; add the command to "
                          "tests/data/capture_render_samples.py and re-capture")
 

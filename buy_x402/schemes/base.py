@@ -92,6 +92,7 @@ class PaymentScheme(abc.ABC):
 
     name: str        # `extra.assetTransferMethod` / `spec.payment.assetTransferMethod`
     max_auths: int   # the most vouchers one PurchaseRequest of this scheme may hold
+    state_read: str  # the chain read that tells a used nonce (named in `settlement.how`)
 
     @abc.abstractmethod
     def selected_by(self, extra: Mapping[str, Any]) -> bool:

@@ -34,6 +34,7 @@ def new_nonce() -> str:
 
 class Eip3009(PaymentScheme):
     name = "eip3009"
+    state_read = "authorizationState"   # how `settlement.how` names the on-chain read of a nonce
     max_auths = MAX_AUTH_COUNT
 
     def selected_by(self, extra: Mapping[str, Any]) -> bool:

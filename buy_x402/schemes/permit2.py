@@ -68,6 +68,7 @@ def eip2612_extension(permit_typed: dict, signature: str) -> dict:
 
 class Permit2(PaymentScheme):
     name = "permit2"
+    state_read = "permit2NonceBitmap"   # how `settlement.how` names the on-chain read of a nonce
     max_auths = SAFE_AUTH_COUNT
 
     def selected_by(self, extra: Mapping[str, Any]) -> bool:
