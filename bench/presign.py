@@ -149,6 +149,12 @@ def main() -> int:
     print(run.line("ours-latency", f"ours, signer {LATENCY_MS:g} ms away"))
     print(run.line("baseline-latency", f"baseline, signer {LATENCY_MS:g} ms away"))
     print(f"  the signer's own HTTP and routing, beyond the floor: {signer_http:.3f} ms per signature")
+    # The signer serves one request at a time (one event loop; signing is CPU in the handler), so no client
+    # can finish the batch sooner than the signer's own CPU for it: target (a) cannot be met when that
+    # alone exceeds it. Printed so a miss says whose time it is.
+    signer_batch = median(run.signer["ours"])
+    print(f"  bound: the signer's CPU for the batch, {signer_batch:.3f} s = {signer_batch / med['floor']:.2f}x the floor;"
+          f" ours / that bound = {med['ours'] / signer_batch:.2f}x")
     print(f"  (a) overhead: ours / floor = {overhead:.2f}x (target <= {MAX_OVERHEAD:g}x): "
           f"{verdict(overhead <= MAX_OVERHEAD)}")
     print(f"  (b) latency hiding at {LATENCY_MS:g} ms: baseline / ours = {hiding:.1f}x (target >= {MIN_HIDING:g}x): "
