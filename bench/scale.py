@@ -30,7 +30,6 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eth_account import Account  # noqa: E402
 
 from devstack.counting_proxy import CountingProxy  # noqa: E402
 from bench.measure import Run, median, stamp, verdict  # noqa: E402
@@ -40,10 +39,8 @@ from buy_x402.buyer import BuyerClient  # noqa: E402
 from buy_x402.errors import KubeApiError  # noqa: E402
 from buy_x402.kube import KubeClient, load_config  # noqa: E402
 from buy_x402.settings import load as load_settings  # noqa: E402
-from buy_x402.signer import SignerClient  # noqa: E402
-from devstack import config  # noqa: E402
 from devstack.parts.hermes import write_home  # noqa: E402
-from devstack.sim.signer import sign_request  # noqa: E402
+from devstack.local_signer import InProcessSigner  # noqa: E402
 from devstack.stack import down, up  # noqa: E402
 
 PROCESS_ROUNDS = 3
@@ -55,19 +52,6 @@ AGENT = "buy-x402-scale-bench"          # the User-Agent the proxies count
 LIST_MAX_S, REFILL_RATIO_MAX, RSS_MAX_MB = 2.0, 5.0, 80.0
 # What a refill asks of the peers; everything else `process` asks is the same whatever N is.
 REFILL_SHAPES = ("POST /services/", "POST /api/v1/sign/", "POST /rpc/", "PUT /purchaserequests/")
-
-
-class InProcessSigner(SignerClient):
-    """The signer simulation's own signing code, called in this process (no HTTP: quicker set-up)."""
-
-    def __init__(self) -> None:
-        super().__init__(None, "")
-        self.account = Account.from_key(config.AGENT_KEY)
-
-    def sign_typed_data(self, address: str, typed: dict) -> str:
-        status, answer = sign_request(self.account, "typed-data", json.dumps(typed).encode())
-        assert status == 200, answer
-        return answer["signature"]
 
 
 class Bench:

@@ -21,10 +21,9 @@ from buy_x402.commands import process
 from buy_x402.http import make_session
 from buy_x402.peers import Peers
 from buy_x402.result import Context
-from buy_x402.signer import SignerClient
 from conftest import run_buy, stack_env
-from devstack import config
 from devstack.counting_proxy import CountingProxy
+from devstack.local_signer import InProcessSigner
 from helpers import kube, live, wait
 
 UA = "buy-x402-concurrency-test"
@@ -34,21 +33,6 @@ CALM = ["conc-calm"]                            # threshold 1: not due
 
 
 # ------------------------------------------------------------------------------------- the devstack
-
-class LocalSigner(SignerClient):
-    """The devstack signer's key, signing in this process (the purchases' first vouchers only)."""
-
-    def __init__(self) -> None:
-        super().__init__(None, "")
-        from eth_account import Account
-        self.account = Account.from_key(config.AGENT_KEY)
-
-    def sign_typed_data(self, address: str, typed: dict) -> str:
-        from devstack.sim.signer import sign_request
-        status, answer = sign_request(self.account, "typed-data", json.dumps(typed).encode())
-        assert status == 200, answer
-        return answer["signature"]
-
 
 @pytest.fixture()
 def slow_seller(stack):
@@ -71,7 +55,7 @@ def make(stack, endpoint: str) -> None:
     option = offer.accepts[0]
     payment = purchases.build_payment_spec(option, chain_name=option.chain.name, symbol=option.symbol,
                                            decimals=option.decimals)
-    signer = LocalSigner()
+    signer = InProcessSigner()  # the purchases' first vouchers only
     for name in DUE + CAPPED + CALM:
         auths = signer.presign(option, address=stack.info["signer"]["address"], count=3,
                                deadline=int(time.time()) + 86400, extensions=offer.extensions, workers=1)
