@@ -8,6 +8,9 @@ then one byte every few seconds would hold a run forever. So every exchange has 
 (`deadline`): the connections it uses are registered with a watchdog thread, which shuts their
 sockets down when the deadline passes; the blocked read returns at once and the exchange is
 reported as timed out, even if the truncated answer happened to parse.
+
+An answer from a peer nobody vouches for (a seller's 402) is read with `max_bytes`: past that size the
+exchange stops and fails, so a hostile body cannot fill the pod's memory within its deadline.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from .errors import TransportError
 from .urls import mask
 
 DEFAULT_TIMEOUT_S = 15.0
+MAX_CHALLENGE_BYTES = 1024 * 1024  # a 402/401 challenge is a few KB; a larger answer is not read whole
 
 
 # ------------------------------------------------------------------------------------ deadlines
@@ -194,14 +198,20 @@ def timed_out(peer: str, url: str, timeout: float) -> TransportError:
 
 def send(session: requests.Session, method: str, url: str, *, peer: str,
          timeout: float = DEFAULT_TIMEOUT_S, allow_redirects: bool = False,
-         **kwargs: Any) -> requests.Response:
+         max_bytes: int | None = None, **kwargs: Any) -> requests.Response:
     """Send one request and read its answer within `timeout` seconds in all (with `stream=True`, only
-    until the headers are in: the caller reads the body). Connection failures and timeouts become
-    `TransportError` naming `peer`; a URL's credentials never appear in a message."""
+    until the headers are in: the caller reads the body). With `max_bytes`, a body larger than that
+    (after decompression) fails with `TransportError` code `too_large` and is never held whole.
+    Connection failures and timeouts become `TransportError` naming `peer`; a URL's credentials never
+    appear in a message."""
     total = timeout[-1] if isinstance(timeout, tuple) else timeout
+    if max_bytes is not None:
+        kwargs["stream"] = True
     with deadline(float(total)) as exchange:
         try:
             response = session.request(method, url, timeout=timeout, allow_redirects=allow_redirects, **kwargs)
+            if max_bytes is not None:
+                _read_at_most(response, max_bytes, peer, url)
         except requests.Timeout as exc:
             raise timed_out(peer, url, total) from exc
         except requests.RequestException as exc:
@@ -215,4 +225,18 @@ def send(session: requests.Session, method: str, url: str, *, peer: str,
     return response
 
 
-__all__ = ["make_session", "send", "deadline", "Exchange", "timed_out", "DEFAULT_TIMEOUT_S"]
+def _read_at_most(response: requests.Response, max_bytes: int, peer: str, url: str) -> None:
+    """Read the body into `response.content`, or stop one chunk past `max_bytes` and refuse."""
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=64 * 1024):
+        body += chunk
+        if len(body) > max_bytes:
+            response.close()
+            raise TransportError(f"the {peer} at {mask(url)} sent an answer larger than {max_bytes:,} bytes; "
+                                 "it was not read further",
+                                 hint=f"this is not an answer the skill can use: check the URL of the {peer}",
+                                 code="too_large", data={"max_bytes": max_bytes})
+    response._content = bytes(body)  # what `requests` itself stores once a streamed body is read
+
+
+__all__ = ["make_session", "send", "MAX_CHALLENGE_BYTES", "deadline", "Exchange", "timed_out", "DEFAULT_TIMEOUT_S"]

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from .errors import BuyError, TransportError
-from .http import send
+from .http import MAX_CHALLENGE_BYTES, send
 
 EXTENSION = "sign-in-with-x"
 UPSTREAM_STATEMENT = "Sign in to access a wallet-gated resource."
@@ -152,7 +152,7 @@ def sign_in(peers, url: str, method: str, *, chain_id: int, timeout: float = 15.
     wallet = peers.signer.address()
     challenge, status, error = None, None, None
     try:
-        response = send(peers.session, method, url, peer="server", timeout=timeout)
+        response = send(peers.session, method, url, peer="server", timeout=timeout, max_bytes=MAX_CHALLENGE_BYTES)
         status = response.status_code
         challenge = read_challenge(status, response.headers, response.content)
     except TransportError as exc:

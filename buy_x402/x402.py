@@ -23,7 +23,7 @@ from . import schemes
 from .address import address_problem
 from .amounts import MAX_ATOMIC, format_amount
 from .errors import BuyError, PaymentChoiceError, SellerError
-from .http import send
+from .http import MAX_CHALLENGE_BYTES, send
 from .offer import PaymentOption, PaymentRequired, chain_or_none, resolve_chain, token_meta
 from .urls import mask, shown
 
@@ -226,10 +226,12 @@ def probe(session: requests.Session, endpoint: str, model_id: str | None, *, kin
     if kind in ("inference", "agent"):
         url = chat_url(endpoint)
         body = {"model": model_id or "test", "messages": [{"role": "user", "content": "ping"}]}
-        response = send(session, method or "POST", url, peer="seller", timeout=timeout, json=body)
+        response = send(session, method or "POST", url, peer="seller", timeout=timeout, json=body,
+                        max_bytes=MAX_CHALLENGE_BYTES)
     elif kind == "http":
         url = endpoint
-        response = send(session, (method or "GET").upper(), url, peer="seller", timeout=timeout)
+        response = send(session, (method or "GET").upper(), url, peer="seller", timeout=timeout,
+                        max_bytes=MAX_CHALLENGE_BYTES)
     else:
         raise SellerError(f"unknown probe type {kind!r}; use inference, http or agent")
     if 300 <= response.status_code < 400:
