@@ -77,26 +77,35 @@ def _refuse(url: str, why: str, data: dict) -> SellerError:
                             "x402-buyer can pay", code="cluster_cannot_pay", data=data)
 
 
-def check_spendable(offer: PaymentRequired, option: PaymentOption, *, network: str, url: str) -> None:
-    """Raise SellerError (exit 1) unless the cluster can spend vouchers for `option` of this seller.
+@dataclass(frozen=True)
+class SpendProblem:
+    """Why the cluster could not spend vouchers for one option; `works` lists options that it could."""
+    why: str
+    data: dict[str, Any]
+    works: tuple[int, ...] = ()
+
+
+def spend_problem(offer: PaymentRequired, option: PaymentOption, *, network: str) -> SpendProblem | None:
+    """None when the cluster can spend vouchers for `option` of this seller, else the reason.
 
     `network` is the value the PurchaseRequest will carry in spec.payment.network (the chain name).
     """
     data: dict[str, Any] = {"option": option.index, "network": network}
     doc = _requirements(offer)
     if doc is None:
-        raise _refuse(url, "the seller's 402 has no `accepts` in its JSON body (its payment requirements are only "
-                      "in the PAYMENT-REQUIRED header, as the reference x402 v2 SDK sends them); the cluster's "
-                      f"x402-buyer reads requirements only from the body, so it could spend none of these vouchers "
-                      "and the controller's probe would fail", data)
+        return SpendProblem("the seller's 402 has no `accepts` in its JSON body (its payment requirements are only "
+                            "in the PAYMENT-REQUIRED header, as the reference x402 v2 SDK sends them); the "
+                            "cluster's x402-buyer reads requirements only from the body, so it could spend none of "
+                            "these vouchers and the controller's probe would fail", data)
     try:
         version = int(doc.get("x402Version") or 1)
     except (TypeError, ValueError):
         version = 1
     if version not in BUYER.x402_versions:
-        raise _refuse(url, f"the seller speaks only x402 v{version}; the cluster's x402-buyer forwards each voucher "
-                      f"as it was signed (an x402 v{BUYER.x402_versions[-1]} payment in {BUYER.payment_header}) "
-                      f"and never re-wraps it for v{version}, so this seller would refuse every one", data)
+        return SpendProblem(f"the seller speaks only x402 v{version}; the cluster's x402-buyer forwards each voucher "
+                            f"as it was signed (an x402 v{BUYER.x402_versions[-1]} payment in "
+                            f"{BUYER.payment_header}) and never re-wraps it for v{version}, so this seller would "
+                            "refuse every one", data)
     accepts = doc["accepts"]
     if not any(_buyer_takes(entry, option, network) for entry in accepts):
         spellings = sorted({str(e.get("network")) for e in accepts if isinstance(e, dict)
@@ -109,31 +118,44 @@ def check_spendable(offer: PaymentRequired, option: PaymentOption, *, network: s
         else:
             why = (f"payment option [{option.index}] is not in the seller's 402 body as the x402-buyer reads it "
                    f"(network {network}, payTo {option.pay_to}, asset {option.asset}, amount {option.amount})")
-        raise _refuse(url, why, data)
+        return SpendProblem(why, data)
     first = accepts[0] if isinstance(accepts[0], dict) else {}
     if _amount(first) != str(option.amount):
-        working = [o.index for o in offer.accepts if o.chain is not None and str(o.amount) == _amount(first)
-                   and any(_buyer_takes(e, o, o.chain.name) for e in accepts)]
+        working = tuple(o.index for o in offer.accepts if o.chain is not None and str(o.amount) == _amount(first)
+                        and any(_buyer_takes(e, o, o.chain.name) for e in accepts))
         then = (f"choose --payment-option {working[0]}, the option at the first option's price" if working
                 else "no option of this seller can become Ready")
-        err = _refuse(url, f"the cluster's controller checks only the price of the seller's first payment option "
-                      f"({_amount(first) or 'none'} atomic), and option [{option.index}] costs {option.amount}: the "
-                      f"purchase would stay PricingMismatch and never become Ready; {then}", dict(data, works=working))
-        if working:
-            err.hint = (f"buy with --payment-option {working[0]}; or pay per request: "
-                        f"{PAY_PER_REQUEST.format(url=url)}")
-        raise err
+        return SpendProblem(f"the cluster's controller checks only the price of the seller's first payment option "
+                            f"({_amount(first) or 'none'} atomic), and option [{option.index}] costs "
+                            f"{option.amount}: the purchase would stay PricingMismatch and never become Ready; "
+                            f"{then}", dict(data, works=list(working)), working)
+    return None
+
+
+def check_spendable(offer: PaymentRequired, option: PaymentOption, *, network: str, url: str) -> None:
+    """Raise SellerError (exit 1) unless the cluster can spend vouchers for `option` of this seller."""
+    problem = spend_problem(offer, option, network=network)
+    if problem is None:
+        return
+    err = _refuse(url, problem.why, problem.data)
+    if problem.works:
+        err.hint = (f"buy with --payment-option {problem.works[0]}; or pay per request: "
+                    f"{PAY_PER_REQUEST.format(url=url)}")
+    raise err
+
+
+def refusal(offer: PaymentRequired, option: PaymentOption) -> str | None:
+    """Why `buy` would refuse to pre-sign vouchers for `option` on the cluster's account, or None.
+    (`probe` shows it, so an operator knows before running `buy`.)"""
+    if not option.payable:
+        return "this skill cannot sign for this option (see the option's network, scheme and defects)"
+    problem = spend_problem(offer, option, network=option.chain.name)
+    return problem.why if problem else None
 
 
 def can_spend(offer: PaymentRequired, option: PaymentOption) -> bool:
     """Whether `check_spendable` would pass for `option` (the filter `buy` chooses the cheapest option with)."""
-    if option.chain is None:
-        return False
-    try:
-        check_spendable(offer, option, network=option.chain.name, url="")
-    except SellerError:
-        return False
-    return True
+    return option.chain is not None and spend_problem(offer, option, network=option.chain.name) is None
 
 
 # The flag of `buy` that puts each spec field there, so a refusal names what to drop or change.

@@ -91,6 +91,20 @@ def test_a_network_the_buyers_table_does_not_know_is_refused():
     check({}, json.dumps({"x402Version": 2, "accepts": [dict(e, network="hoodi")]}).encode())
 
 
+def test_refusal_says_in_advance_what_buy_would_refuse_and_why():
+    """What `probe` shows per option: the reason check_spendable would give, or None when buy would sign."""
+    headers, body = obol(entry(amount="3000"), entry(amount="1000"))
+    offer = parse_payment_required(402, headers, body)
+    assert cluster.refusal(offer, offer.accepts[0]) is None
+    assert "--payment-option 1" in cluster.refusal(offer, offer.accepts[1])
+    header_only = parse_payment_required(402, headers, b"{}")
+    assert "no `accepts` in its JSON body" in cluster.refusal(header_only, header_only.accepts[0])
+    unknown = parse_payment_required(402, {}, json.dumps({"x402Version": 2, "accepts": [
+        entry(network="eip155:999999")]}).encode())
+    assert not unknown.accepts[0].payable
+    assert "cannot sign for this option" in cluster.refusal(unknown, unknown.accepts[0])
+
+
 def test_the_buyer_wire_is_one_table():
     assert cluster.BUYER.requirements_from == ("body",) and cluster.BUYER.payment_header == "X-PAYMENT"
     assert cluster.BUYER.x402_versions == (2,)

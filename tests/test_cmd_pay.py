@@ -28,6 +28,7 @@ from conftest import run_buy, stack_env
 
 PINNED_OPTION_FIELDS = {"index", "scheme", "network", "chain", "chainId", "payable", "price", "asset", "payTo",
                         "transferMethod", "signingDomain", "maxTimeoutSeconds", "extra"}
+PINNED_PROBE_OPTION_FIELDS = PINNED_OPTION_FIELDS | {"clusterCanSpend", "clusterRefusal"}
 PINNED_PROBE_FIELDS = {"command", "exit_code", "url", "type", "x402Version", "source", "resource", "sellerMessage",
                        "extensions", "options", "warnings"}
 PINNED_PAY_FIELDS = {"status", "settlement", "body", "bodyTruncated", "bodyBytes", "x402Version", "paymentHeader",
@@ -82,7 +83,8 @@ def test_probe_v2_offer_lists_price_symbol_and_the_domain_the_token_uses(stack):
     assert (doc["x402Version"], doc["source"], doc["type"]) == (2, "header", "inference")
     assert doc["url"] == qwen["url"] + "/v1/chat/completions"
     [option] = doc["options"]
-    assert set(option) == PINNED_OPTION_FIELDS
+    assert set(option) == PINNED_PROBE_OPTION_FIELDS
+    assert (option["clusterCanSpend"], option["clusterRefusal"]) == (True, None)
     assert option["price"] == {"atomic": qwen["price"], "display": "0.001 USDC (1000 atomic)", "symbol": "USDC",
                                "decimals": 6}
     assert (option["index"], option["scheme"], option["network"], option["chain"], option["chainId"]) == \
@@ -100,6 +102,7 @@ def test_probe_v2_offer_lists_price_symbol_and_the_domain_the_token_uses(stack):
     assert "0.001 USDC (1000 atomic)" in text.stdout and "x402 v2" in text.stdout and "eip3009" in text.stdout
     # The Obol seller advertises the option twice (CAIP-2, then base-sepolia): one option for the user.
     assert "[2]" not in text.stdout
+    assert "buy    yes: the cluster's x402-buyer can spend vouchers for it" in text.stdout
 
 
 def test_probe_reference_sdk_offer_reads_the_header(stack):
@@ -108,6 +111,12 @@ def test_probe_reference_sdk_offer_reads_the_header(stack):
     assert (doc["x402Version"], doc["source"]) == (2, "header")
     [option] = doc["options"]
     assert option["network"] == config.CAIP2 and option["price"]["atomic"] == sdk["price"]
+    # What `buy` would refuse (tests/test_cluster_refusals.py), said before anyone tries it.
+    assert option["clusterCanSpend"] is False
+    assert "no `accepts` in its JSON body" in option["clusterRefusal"]
+    text = run_buy(["probe", sdk["url"]], stack_env(stack)).stdout
+    assert "buy    no: the seller's 402 has no `accepts` in its JSON body" in text
+    assert "pay per request with `pay` or `pay-agent`" in text
 
 
 def test_probe_legacy_v1_offer_reads_the_body(stack):
@@ -118,6 +127,7 @@ def test_probe_legacy_v1_offer_reads_the_body(stack):
     assert option["network"] == config.CHAIN_NAME and option["chain"] == config.CHAIN_NAME
     assert option["price"]["atomic"] == legacy["price"]
     assert option["signingDomain"]["name"] == "USDC"
+    assert option["clusterCanSpend"] is False and "speaks only x402 v1" in option["clusterRefusal"]
 
 
 def test_probe_multi_offer_lists_both_options(stack):
@@ -125,6 +135,20 @@ def test_probe_multi_offer_lists_both_options(stack):
     doc = run_buy(["probe", multi["url"], "--json"], stack_env(stack)).json
     assert [(o["index"], o["price"]["atomic"]) for o in doc["options"]] == [(1, multi["prices"][0]),
                                                                            (2, multi["prices"][1])]
+    # The controller validates only the first option's price: `buy` can take option 1 and not 2.
+    first, second = doc["options"]
+    assert first["clusterCanSpend"] is True and second["clusterCanSpend"] is False
+    assert "--payment-option 1" in second["clusterRefusal"]
+
+
+def test_probe_of_an_http_resource_does_not_ask_whether_the_cluster_could_spend(stack):
+    """`buy` buys chat models only: for an HTTP resource the question does not arise (null, no line)."""
+    weather = offer(stack, "weather")
+    result = run_buy(["probe", weather["url"], "--type", "http", "--json"], stack_env(stack))
+    assert result.returncode == 0, result.stderr
+    [option] = result.json["options"]
+    assert (option["clusterCanSpend"], option["clusterRefusal"]) == (None, None)
+    assert "buy    " not in run_buy(["probe", weather["url"], "--type", "http"], stack_env(stack)).stdout
 
 
 def test_probe_of_a_url_that_is_not_x402_names_what_came_back(stack):

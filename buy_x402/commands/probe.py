@@ -1,13 +1,15 @@
 """`buy.py probe URL`: every payment option a seller offers, with what this skill would sign.
 
 Read-only: one unpaid request. Shows what `buy`/`pay` would choose from, including options this
-skill cannot pay (unknown network or scheme), so an operator sees why a purchase is refused.
+skill cannot pay (unknown network or scheme), and for a chat offer whether the cluster's x402-buyer
+could spend vouchers for each option (what `buy` checks before signing), so an operator sees why a
+purchase would be refused before trying it.
 """
 from __future__ import annotations
 
 from argparse import Namespace
 
-from .. import x402
+from .. import cluster, x402
 from ..peers import Peers
 from ..result import Context, Result
 from ..urls import seller_url
@@ -24,4 +26,9 @@ def run(ctx: Context, args: Namespace) -> Result:
     ctx.notify(f"Probing {target_url(args.url, kind)} ...")
     offer = x402.probe(peers.session, args.url, args.model, kind=kind, method=args.method)
     data = {"url": target_url(args.url, kind), "type": kind, **x402.offer_view(offer)}
+    for view, option in zip(data["options"], offer.accepts):
+        # `buy` buys chat models only: for other offers the question does not arise (None).
+        why = cluster.refusal(offer, option) if kind == "inference" else None
+        view["clusterCanSpend"] = None if kind != "inference" else why is None
+        view["clusterRefusal"] = why
     return Result(command="probe", data=data)

@@ -27,7 +27,17 @@ def _option_lines(option: dict[str, Any]) -> list[str]:
             f"    asset  {option['asset']}",
             f"    payTo  {option['payTo']}",
             f"    signs  EIP-712 domain {domain_text}",
-            f"    maxTimeoutSeconds {option['maxTimeoutSeconds']}"]
+            f"    maxTimeoutSeconds {option['maxTimeoutSeconds']}",
+            *_buy_line(option)]
+
+
+def _buy_line(option: dict[str, Any]) -> list[str]:
+    """Whether `buy` would pre-sign vouchers for the option (chat offers only; absent elsewhere)."""
+    if option.get("clusterCanSpend") is None:
+        return []
+    if option["clusterCanSpend"]:
+        return ["    buy    yes: the cluster's x402-buyer can spend vouchers for it"]
+    return [f"    buy    no: {option['clusterRefusal']}; pay per request with `pay` or `pay-agent`"]
 
 
 @renderer("probe")
