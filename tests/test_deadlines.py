@@ -20,38 +20,26 @@ from buy_x402.buyer import BuyerClient
 from buy_x402.errors import TransportError
 from buy_x402.http import make_session
 from conftest import BUY
+from loopback import LoopbackServer, read_request
 
 pytestmark = pytest.mark.slow  # real time: deadlines, signals and subprocesses
 
 DRIP_EVERY_S = 1.0
 
 
-class DripServer:
+class DripServer(LoopbackServer):
     """Answers every request with `head` at once, then one byte of `body` every DRIP_EVERY_S seconds
     (or, with `drip_head`, the head itself byte by byte)."""
 
     def __init__(self, head: bytes, body: bytes = b" " * 1000, drip_head: bool = False) -> None:
         self.head, self.body, self.drip_head = head, body, drip_head
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         with conn:
             try:
-                conn.recv(65536)
+                read_request(conn)
                 if self.drip_head:
                     stream = self.head + self.body
                 else:
@@ -66,7 +54,7 @@ class DripServer:
 
     def close(self) -> None:
         self.stop.set()
-        self.sock.close()
+        super().close()
 
 
 @pytest.fixture()

@@ -13,6 +13,7 @@ import pytest
 
 from buy_x402.direct_http import DirectConnection
 from buy_x402.errors import TransportError
+from loopback import LoopbackServer, read_request
 
 OK = b'{"signature": "0xab"}'
 
@@ -24,45 +25,24 @@ def answer(status: str = "200 OK", body: bytes = OK, *headers: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
-class Peer:
-    """A TCP server that reads each request (head + Content-Length body) and plays `script(n, request)`:
-    bytes to send, a callable taking the socket, or None to close the connection. Records every
-    request and every connection."""
+class Peer(LoopbackServer):
+    """Reads each request (head + Content-Length body) and plays `script(n, request)`: bytes to send,
+    a callable taking the socket, or None to close the connection. Records every request and every
+    connection."""
 
     def __init__(self, script) -> None:
         self.script = script
         self.requests: list[bytes] = []
-        self.connections = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         buffer = b""
         with conn:
             while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buffer += data
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))
-                while len(buffer) < length:
-                    buffer += conn.recv(65536)
-                request, buffer = head + b"\r\n\r\n" + buffer[:length], buffer[length:]
+                read = read_request(conn, buffer)
+                if read is None:
+                    return
+                request, buffer = read
                 with self.lock:
                     self.requests.append(request)
                     n = len(self.requests)
@@ -76,9 +56,6 @@ class Peer:
                         conn.sendall(action)
                 except OSError:
                     return
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture()

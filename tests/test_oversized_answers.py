@@ -9,7 +9,6 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -17,6 +16,7 @@ from buy_x402 import x402
 from buy_x402.errors import TransportError
 from buy_x402.http import MAX_CHALLENGE_BYTES, make_session
 from conftest import BUY
+from loopback import LoopbackServer, read_request
 
 CHUNK = b" " * 65536
 PAYMENT = {"scheme": "exact", "network": "eip155:84532", "amount": "1000", "payTo": "0x" + "11" * 20,
@@ -24,31 +24,18 @@ PAYMENT = {"scheme": "exact", "network": "eip155:84532", "amount": "1000", "payT
            "extra": {"name": "USDC", "version": "2"}}
 
 
-class FloodServer:
+class FloodServer(LoopbackServer):
     """Answers every request with `head`, then `body`, then (with `endless`) blanks until the client
     hangs up. `sent` counts the body bytes the client took before it hung up."""
 
     def __init__(self, head: bytes, body: bytes = b"", endless: bool = False) -> None:
         self.head, self.body, self.endless, self.sent = head, body, endless, 0
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         with conn:
             try:
-                _read_request(conn)
+                read_request(conn)
                 conn.sendall(self.head)
                 for start in range(0, len(self.body), len(CHUNK)):
                     piece = self.body[start:start + len(CHUNK)]
@@ -59,25 +46,6 @@ class FloodServer:
                     self.sent += len(CHUNK)
             except OSError:
                 return
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _read_request(conn: socket.socket) -> None:
-    """The whole request, body included: closing with unread bytes would reset the connection and
-    throw away the answer the client has not read yet."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += conn.recv(65536) or b"\r\n\r\n"
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
-    while len(body) < length:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        body += chunk
 
 
 @pytest.fixture()
