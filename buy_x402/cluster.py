@@ -79,10 +79,10 @@ def _refuse(url: str, why: str, data: dict) -> SellerError:
 
 @dataclass(frozen=True)
 class SpendProblem:
-    """Why the cluster could not spend vouchers for one option; `works` lists options that it could."""
+    """Why the cluster could not spend vouchers for one option; `data["works"]`, when present, lists
+    the options it could."""
     why: str
     data: dict[str, Any]
-    works: tuple[int, ...] = ()
 
 
 def spend_problem(offer: PaymentRequired, option: PaymentOption, *, network: str) -> SpendProblem | None:
@@ -121,14 +121,14 @@ def spend_problem(offer: PaymentRequired, option: PaymentOption, *, network: str
         return SpendProblem(why, data)
     first = accepts[0] if isinstance(accepts[0], dict) else {}
     if _amount(first) != str(option.amount):
-        working = tuple(o.index for o in offer.accepts if o.chain is not None and str(o.amount) == _amount(first)
-                        and any(_buyer_takes(e, o, o.chain.name) for e in accepts))
+        working = [o.index for o in offer.accepts if o.chain is not None and str(o.amount) == _amount(first)
+                   and any(_buyer_takes(e, o, o.chain.name) for e in accepts)]
         then = (f"choose --payment-option {working[0]}, the option at the first option's price" if working
                 else "no option of this seller can become Ready")
         return SpendProblem(f"the cluster's controller checks only the price of the seller's first payment option "
                             f"({_amount(first) or 'none'} atomic), and option [{option.index}] costs "
                             f"{option.amount}: the purchase would stay PricingMismatch and never become Ready; "
-                            f"{then}", dict(data, works=list(working)), working)
+                            f"{then}", dict(data, works=working))
     return None
 
 
@@ -138,8 +138,8 @@ def check_spendable(offer: PaymentRequired, option: PaymentOption, *, network: s
     if problem is None:
         return
     err = _refuse(url, problem.why, problem.data)
-    if problem.works:
-        err.hint = (f"buy with --payment-option {problem.works[0]}; or pay per request: "
+    if problem.data.get("works"):
+        err.hint = (f"buy with --payment-option {problem.data['works'][0]}; or pay per request: "
                     f"{PAY_PER_REQUEST.format(url=url)}")
     raise err
 
@@ -154,8 +154,8 @@ def refusal(offer: PaymentRequired, option: PaymentOption) -> str | None:
 
 
 def can_spend(offer: PaymentRequired, option: PaymentOption) -> bool:
-    """Whether `check_spendable` would pass for `option` (the filter `buy` chooses the cheapest option with)."""
-    return option.chain is not None and spend_problem(offer, option, network=option.chain.name) is None
+    """Whether `buy` would sign for `option` (the filter it chooses the cheapest option with)."""
+    return refusal(offer, option) is None
 
 
 # The flag of `buy` that puts each spec field there, so a refusal names what to drop or change.

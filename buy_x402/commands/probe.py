@@ -27,8 +27,9 @@ def run(ctx: Context, args: Namespace) -> Result:
     offer = x402.probe(peers.session, args.url, args.model, kind=kind, method=args.method)
     data = {"url": target_url(args.url, kind), "type": kind, **x402.offer_view(offer)}
     for view, option in zip(data["options"], offer.accepts):
-        # `buy` buys chat models only: for other offers the question does not arise (None).
-        why = cluster.refusal(offer, option) if kind == "inference" else None
-        view["clusterCanSpend"] = None if kind != "inference" else why is None
-        view["clusterRefusal"] = why
+        if kind == "inference":
+            why = cluster.refusal(offer, option)
+            view.update(clusterCanSpend=why is None, clusterRefusal=why)
+        else:  # `buy` buys chat models only: for other offers the question does not arise
+            view.update(clusterCanSpend=None, clusterRefusal=None)
     return Result(command="probe", data=data)
